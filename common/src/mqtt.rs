@@ -1,0 +1,1458 @@
+//! One MQTT connection, as every signalbox program needs it.
+//!
+//! rumqttc does the protocol; this module adds what it leaves to its users:
+//! - broker URLs (`mqtt://`, `mqtts://` with rustls and an optional CA file,
+//!   credentials in the URL or the config) and failover between several;
+//! - reconnects with capped exponential backoff and jitter (rumqttc retries
+//!   at once, which spins at 100 % CPU while a broker is down);
+//! - publish-and-confirm: every QoS 1 publish gets a [`Confirmation`] that
+//!   resolves on its PUBACK. Unconfirmed messages are kept here, not in
+//!   rumqttc, and are sent again after a reconnect — rumqttc drops its own
+//!   pending queue when the broker lost the session;
+//! - subscriptions remembered and renewed after a reconnect that lost them;
+//! - MQTT 3.1.1 and 5 behind one API.
+//!
+//! One task (the *driver*) owns the rumqttc `EventLoop` and is the only one
+//! that talks to the rumqttc client, so requests and the packet ids the event
+//! loop gives them stay in order. The driver never blocks its poll loop on a
+//! caller: incoming messages wait in a bounded channel while the driver still
+//! serves publish requests.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rumqttc::v5 as r5;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::config::{mask_url_password, Config};
+
+/// Largest payload accepted or sent (MQTT allows 256 MiB; a bus message
+/// above this is a mistake, and the cap bounds memory per message).
+pub const MAX_PACKET_SIZE: usize = 64 * 1024 * 1024;
+/// Requests handed to rumqttc but not yet written: bounded so that a backlog
+/// (e.g. after an outage) stays here, in order, instead of in its channel.
+const RUMQTT_CHANNEL_CAP: usize = 512;
+/// Publishes accepted from callers but not yet confirmed before `publish`
+/// starts to wait: bounds memory when the broker is slow or away.
+const MAX_UNCONFIRMED: usize = 100_000;
+/// Messages buffered between the driver and the consumer.
+const INCOMING_CAP: usize = 4096;
+/// First reconnect delay.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Reconnect delays never exceed this, so a broker that comes back is in
+/// use again within about two seconds.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Quality of service of a publish or subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Qos {
+    /// Fire and forget.
+    AtMostOnce,
+    /// Acknowledged by the broker (PUBACK); may arrive twice.
+    AtLeastOnce,
+    /// Exactly once (two-step handshake).
+    ExactlyOnce,
+}
+
+impl Qos {
+    /// From the wire number 0, 1 or 2.
+    pub fn from_u8(n: u8) -> Option<Qos> {
+        match n {
+            0 => Some(Qos::AtMostOnce),
+            1 => Some(Qos::AtLeastOnce),
+            2 => Some(Qos::ExactlyOnce),
+            _ => None,
+        }
+    }
+    /// The wire number.
+    pub fn as_u8(self) -> u8 {
+        self as u8
+    }
+    fn v4(self) -> rumqttc::QoS {
+        match self {
+            Qos::AtMostOnce => rumqttc::QoS::AtMostOnce,
+            Qos::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+            Qos::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+        }
+    }
+    fn v5(self) -> r5::mqttbytes::QoS {
+        match self {
+            Qos::AtMostOnce => r5::mqttbytes::QoS::AtMostOnce,
+            Qos::AtLeastOnce => r5::mqttbytes::QoS::AtLeastOnce,
+            Qos::ExactlyOnce => r5::mqttbytes::QoS::ExactlyOnce,
+        }
+    }
+}
+
+/// MQTT protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// MQTT 3.1.1 (every broker).
+    V311,
+    /// MQTT 5 (reason codes, response topics, shared subscriptions).
+    V5,
+}
+
+/// Errors of a connection; the messages name the broker and what to check.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MqttError {
+    /// The broker URL cannot be parsed.
+    #[error("invalid broker URL {url:?}: {reason}")]
+    InvalidUrl {
+        /// The URL as given (password masked).
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The URL's scheme is not one signalbox speaks.
+    #[error("unsupported broker URL scheme {scheme:?} in {url:?}: use mqtt:// or mqtts://")]
+    UnsupportedScheme {
+        /// The URL as given (password masked).
+        url: String,
+        /// The scheme found.
+        scheme: String,
+    },
+    /// The CA file for TLS cannot be read.
+    #[error("cannot read CA file {path}: {reason}")]
+    CaFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No broker could be reached (network, TLS, timeout).
+    #[error("cannot reach broker {broker}: {reason}")]
+    Unreachable {
+        /// The broker URL (password masked).
+        broker: String,
+        /// The underlying error.
+        reason: String,
+    },
+    /// The broker answered but refused the connection.
+    #[error("broker {broker} refused the connection: {reason}")]
+    Refused {
+        /// The broker URL (password masked).
+        broker: String,
+        /// The refusal reason (bad credentials, not authorized, …).
+        reason: String,
+    },
+    /// A publish was not confirmed in time.
+    #[error("broker did not confirm the publish to {topic} within {secs:.1} s")]
+    NotConfirmed {
+        /// The topic published to.
+        topic: String,
+        /// The time waited.
+        secs: f64,
+    },
+    /// The broker rejected a publish (MQTT 5 reason code).
+    #[error("broker rejected the publish to {topic}: {reason}")]
+    PublishRejected {
+        /// The topic published to.
+        topic: String,
+        /// The reason code given.
+        reason: String,
+    },
+    /// The broker refused a subscription.
+    #[error("broker refused the subscription to {filter}: {reason}")]
+    SubscribeRejected {
+        /// The filter.
+        filter: String,
+        /// The reason given (MQTT 3.1.1 only says "failure").
+        reason: String,
+    },
+    /// The subscription was not acknowledged in time.
+    #[error("broker did not acknowledge the subscription to {filter} within {secs:.1} s")]
+    SubscribeTimeout {
+        /// The filter.
+        filter: String,
+        /// The time waited.
+        secs: f64,
+    },
+    /// The connection was closed by this side; nothing more can be sent.
+    #[error("the connection is closed")]
+    Closed,
+}
+
+/// A broker address parsed from a URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerUrl {
+    /// The URL with its password masked, for messages.
+    pub display: String,
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (1883 for mqtt, 8883 for mqtts by default).
+    pub port: u16,
+    /// TLS on (`mqtts://`).
+    pub tls: bool,
+    /// User name from the URL, if any.
+    pub username: Option<String>,
+    /// Password from the URL, if any.
+    pub password: Option<String>,
+}
+
+impl BrokerUrl {
+    /// Parses `mqtt://[user[:password]@]host[:port]` or `mqtts://…`.
+    pub fn parse(raw: &str) -> Result<BrokerUrl, MqttError> {
+        let display = mask_url_password(raw.trim());
+        let invalid = |reason: &str| MqttError::InvalidUrl {
+            url: display.clone(),
+            reason: reason.to_string(),
+        };
+        if !raw.contains("://") {
+            return Err(invalid("no scheme; write it as mqtt://HOST:PORT or mqtts://HOST:PORT"));
+        }
+        let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
+        let (tls, default_port) = match url.scheme() {
+            "mqtt" | "tcp" => (false, 1883),
+            "mqtts" | "ssl" => (true, 8883),
+            other => {
+                return Err(MqttError::UnsupportedScheme {
+                    url: display,
+                    scheme: other.to_string(),
+                })
+            }
+        };
+        let host = url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| invalid("no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        if !(url.path().is_empty() || url.path() == "/") {
+            return Err(invalid("a broker URL has no path"));
+        }
+        let decode = |s: &str| {
+            url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default()
+        };
+        let username = Some(url.username()).filter(|u| !u.is_empty()).map(decode);
+        let password = url.password().map(decode);
+        Ok(BrokerUrl {
+            display,
+            host,
+            port: url.port().unwrap_or(default_port),
+            tls,
+            username,
+            password,
+        })
+    }
+}
+
+/// A Last Will: what the broker publishes when this client vanishes.
+#[derive(Debug, Clone)]
+pub struct Will {
+    /// Topic of the will.
+    pub topic: String,
+    /// Payload of the will.
+    pub payload: Bytes,
+    /// QoS of the will.
+    pub qos: Qos,
+    /// Whether the will is retained (health reports are).
+    pub retain: bool,
+}
+
+/// Everything needed to open a connection.
+#[derive(Debug, Clone)]
+pub struct ConnectOptions {
+    /// Brokers, tried in order; a lost connection moves to the next.
+    pub brokers: Vec<BrokerUrl>,
+    /// MQTT client id.
+    pub client_id: String,
+    /// Protocol version.
+    pub protocol: Protocol,
+    /// Keepalive interval.
+    pub keepalive: Duration,
+    /// Time allowed for one connection attempt.
+    pub connect_timeout: Duration,
+    /// Start a fresh session (true) or resume a persistent one (false).
+    pub clean_session: bool,
+    /// User name (a user in the URL wins).
+    pub username: Option<String>,
+    /// Password (a password in the URL wins).
+    pub password: Option<String>,
+    /// CA file (PEM) for TLS; the system's roots when absent.
+    pub ca_file: Option<PathBuf>,
+    /// Last Will.
+    pub will: Option<Will>,
+    /// Incoming QoS 1 messages are acknowledged only by [`Connection::ack`].
+    pub manual_acks: bool,
+    /// QoS 1 publishes in flight at once.
+    pub inflight: u16,
+    /// Keep retrying the first connection (daemons) instead of failing.
+    pub retry_initial: bool,
+}
+
+impl ConnectOptions {
+    /// Options from the effective configuration, with a client id made of
+    /// `role`, the host name and the process id unless one is configured.
+    pub fn from_config(config: &Config, role: &str) -> Result<ConnectOptions, MqttError> {
+        let brokers = config
+            .brokers
+            .value
+            .iter()
+            .map(|b| BrokerUrl::parse(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        let client_id = config
+            .client_id
+            .value
+            .clone()
+            .unwrap_or_else(|| default_client_id(role));
+        Ok(ConnectOptions {
+            brokers,
+            client_id,
+            protocol: if config.mqtt_version.value == 5 { Protocol::V5 } else { Protocol::V311 },
+            keepalive: Duration::from_secs(config.keepalive.value),
+            connect_timeout: Duration::from_secs(config.connect_timeout.value),
+            clean_session: true,
+            username: config.username.value.clone(),
+            password: config.password.value.clone(),
+            ca_file: config.ca_file.value.clone(),
+            will: None,
+            manual_acks: false,
+            inflight: 100,
+            retry_initial: false,
+        })
+    }
+
+    /// Options for one broker URL with defaults (tests, the demo).
+    pub fn for_url(url: &str, client_id: &str) -> Result<ConnectOptions, MqttError> {
+        Ok(ConnectOptions {
+            brokers: vec![BrokerUrl::parse(url)?],
+            client_id: client_id.to_string(),
+            protocol: Protocol::V311,
+            keepalive: Duration::from_secs(crate::config::DEFAULT_KEEPALIVE_S),
+            connect_timeout: Duration::from_secs(crate::config::DEFAULT_CONNECT_TIMEOUT_S),
+            clean_session: true,
+            username: None,
+            password: None,
+            ca_file: None,
+            will: None,
+            manual_acks: false,
+            inflight: 100,
+            retry_initial: false,
+        })
+    }
+}
+
+/// A client id unique to this process: `{role}-{host}-{pid}` sanitised to the
+/// characters every broker accepts, at most 64 bytes.
+pub fn default_client_id(role: &str) -> String {
+    let host = hostname();
+    let raw = format!("sb-{role}-{host}-{}-{:04x}", std::process::id(), fastrand::u16(..));
+    raw.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .take(64)
+        .collect()
+}
+
+/// This machine's host name, or `localhost` when it cannot be read.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+/// The state of a connection, for status lines and health reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConnState {
+    /// The first connection attempt is under way.
+    Connecting,
+    /// Connected to this broker (display URL).
+    Connected {
+        /// The broker in use.
+        broker: String,
+    },
+    /// Lost; the next attempt comes after a backoff.
+    Reconnecting {
+        /// The broker that failed.
+        broker: String,
+        /// Consecutive failed attempts.
+        attempt: u32,
+        /// The last error, for the operator.
+        error: String,
+    },
+    /// Closed by this side.
+    Closed,
+}
+
+/// A message received from the broker.
+#[derive(Debug, Clone)]
+pub struct Message {
+    /// Topic it was published to.
+    pub topic: String,
+    /// The payload bytes, untouched.
+    pub payload: Bytes,
+    /// The QoS it was delivered with.
+    pub qos: Qos,
+    /// Delivered from the broker's retained store (subscription time).
+    pub retain: bool,
+    /// Redelivery flag.
+    pub dup: bool,
+    /// MQTT 5 response topic (request/reply).
+    pub response_topic: Option<String>,
+    /// MQTT 5 correlation data (request/reply).
+    pub correlation: Option<Bytes>,
+    /// The packet to acknowledge, when manual acks are on.
+    ack: Option<Arc<AckHandle>>,
+}
+
+#[derive(Debug)]
+enum AckHandle {
+    V4(rumqttc::Publish),
+    V5(r5::mqttbytes::v5::Publish),
+}
+
+/// A publish request with the optional MQTT 5 request/reply properties.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    /// Topic (validated by the caller).
+    pub topic: String,
+    /// Payload.
+    pub payload: Bytes,
+    /// QoS.
+    pub qos: Qos,
+    /// Retain flag.
+    pub retain: bool,
+    /// MQTT 5 response topic.
+    pub response_topic: Option<String>,
+    /// MQTT 5 correlation data.
+    pub correlation: Option<Bytes>,
+}
+
+impl Publish {
+    /// A plain publish.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>, qos: Qos, retain: bool) -> Publish {
+        Publish {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos,
+            retain,
+            response_topic: None,
+            correlation: None,
+        }
+    }
+}
+
+/// Resolves when the broker confirmed a publish (PUBACK for QoS 1, written
+/// to the socket for QoS 0).
+#[derive(Debug)]
+pub struct Confirmation {
+    topic: String,
+    rx: oneshot::Receiver<Result<(), MqttError>>,
+}
+
+impl Confirmation {
+    /// Waits up to `timeout` for the confirmation.
+    pub async fn wait(self, timeout: Duration) -> Result<(), MqttError> {
+        match tokio::time::timeout(timeout, self.rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(MqttError::Closed),
+            Err(_) => Err(MqttError::NotConfirmed {
+                topic: self.topic,
+                secs: timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Non-blocking check: `None` while still pending.
+    pub fn try_result(&mut self) -> Option<Result<(), MqttError>> {
+        match self.rx.try_recv() {
+            Ok(result) => Some(result),
+            Err(oneshot::error::TryRecvError::Empty) => None,
+            Err(oneshot::error::TryRecvError::Closed) => Some(Err(MqttError::Closed)),
+        }
+    }
+}
+
+enum Command {
+    Publish(Publish, oneshot::Sender<Result<(), MqttError>>),
+    Subscribe(Vec<(String, Qos)>, oneshot::Sender<Result<Vec<Qos>, MqttError>>),
+    Ack(Arc<AckHandle>),
+    Disconnect(oneshot::Sender<()>),
+}
+
+/// A live connection. Cheap handles for publishing are made with
+/// [`Connection::publisher`]; incoming messages are read with
+/// [`Connection::recv`].
+pub struct Connection {
+    publisher: Publisher,
+    incoming: mpsc::Receiver<Message>,
+    state: watch::Receiver<ConnState>,
+    driver: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// A cloneable handle that publishes, subscribes and acknowledges through a
+/// connection.
+#[derive(Clone)]
+pub struct Publisher {
+    commands: mpsc::Sender<Command>,
+    state: watch::Receiver<ConnState>,
+}
+
+impl Publisher {
+    /// Queues a publish; the returned [`Confirmation`] resolves on PUBACK.
+    /// Waits only when [`MAX_UNCONFIRMED`] messages are already pending.
+    pub async fn publish(&self, publish: Publish) -> Result<Confirmation, MqttError> {
+        let (tx, rx) = oneshot::channel();
+        let topic = publish.topic.clone();
+        self.commands
+            .send(Command::Publish(publish, tx))
+            .await
+            .map_err(|_| MqttError::Closed)?;
+        Ok(Confirmation { topic, rx })
+    }
+
+    /// Publishes and waits up to `timeout` for the broker's confirmation.
+    pub async fn publish_confirmed(&self, publish: Publish, timeout: Duration) -> Result<(), MqttError> {
+        self.publish(publish).await?.wait(timeout).await
+    }
+
+    /// Subscribes and waits up to `timeout` for the SUBACK; returns the
+    /// granted QoS per filter, or the first refusal. The subscription is
+    /// renewed automatically after a reconnect that lost the session.
+    pub async fn subscribe(&self, filters: &[(String, Qos)], timeout: Duration) -> Result<Vec<Qos>, MqttError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Subscribe(filters.to_vec(), tx))
+            .await
+            .map_err(|_| MqttError::Closed)?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(MqttError::Closed),
+            Err(_) => Err(MqttError::SubscribeTimeout {
+                filter: filters.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>().join(" "),
+                secs: timeout.as_secs_f64(),
+            }),
+        }
+    }
+
+    /// Acknowledges a message received with manual acks on. A message
+    /// without an ack handle (QoS 0, or automatic acks) is ignored.
+    pub async fn ack(&self, message: &Message) -> Result<(), MqttError> {
+        if let Some(handle) = &message.ack {
+            self.commands
+                .send(Command::Ack(handle.clone()))
+                .await
+                .map_err(|_| MqttError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// The current connection state.
+    pub fn state(&self) -> ConnState {
+        self.state.borrow().clone()
+    }
+}
+
+impl Connection {
+    /// Connects and waits for the first CONNACK. With `retry_initial` off,
+    /// a failure of the first attempt (on every broker listed) is returned
+    /// as an error within the connect timeout; with it on, the connection
+    /// keeps trying in the background and this returns at once.
+    pub async fn connect(options: ConnectOptions) -> Result<Connection, MqttError> {
+        if options.brokers.is_empty() {
+            return Err(MqttError::InvalidUrl {
+                url: String::new(),
+                reason: "no broker URL given".into(),
+            });
+        }
+        let ca = match &options.ca_file {
+            Some(path) => Some(std::fs::read(path).map_err(|e| MqttError::CaFile {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?),
+            None => None,
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(1024);
+        let (msg_tx, msg_rx) = mpsc::channel(INCOMING_CAP);
+        let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
+        let (first_tx, first_rx) = oneshot::channel();
+        let retry_initial = options.retry_initial;
+        let driver = Driver::new(options, ca, cmd_rx, msg_tx, state_tx, first_tx);
+        let handle = tokio::spawn(driver.run());
+        if !retry_initial {
+            match first_rx.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    handle.abort();
+                    return Err(e);
+                }
+                Err(_) => return Err(MqttError::Closed),
+            }
+        }
+        Ok(Connection {
+            publisher: Publisher {
+                commands: cmd_tx,
+                state: state_rx.clone(),
+            },
+            incoming: msg_rx,
+            state: state_rx,
+            driver: Some(handle),
+        })
+    }
+
+    /// A cloneable publishing handle.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Shorthand for [`Publisher::publish`].
+    pub async fn publish(&self, publish: Publish) -> Result<Confirmation, MqttError> {
+        self.publisher.publish(publish).await
+    }
+
+    /// Shorthand for [`Publisher::publish_confirmed`].
+    pub async fn publish_confirmed(&self, publish: Publish, timeout: Duration) -> Result<(), MqttError> {
+        self.publisher.publish_confirmed(publish, timeout).await
+    }
+
+    /// Shorthand for [`Publisher::subscribe`].
+    pub async fn subscribe(&self, filters: &[(String, Qos)], timeout: Duration) -> Result<Vec<Qos>, MqttError> {
+        self.publisher.subscribe(filters, timeout).await
+    }
+
+    /// Shorthand for [`Publisher::ack`].
+    pub async fn ack(&self, message: &Message) -> Result<(), MqttError> {
+        self.publisher.ack(message).await
+    }
+
+    /// The next incoming message; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Message> {
+        self.incoming.recv().await
+    }
+
+    /// The next incoming message if one is already buffered.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        self.incoming.try_recv().ok()
+    }
+
+    /// A receiver of state changes (for status lines).
+    pub fn state_watch(&self) -> watch::Receiver<ConnState> {
+        self.state.clone()
+    }
+
+    /// Splits into the incoming stream and a publishing handle, for
+    /// programs that read and publish from different tasks.
+    pub fn split(mut self) -> (mpsc::Receiver<Message>, Publisher) {
+        self.driver = None;
+        let (_, placeholder) = mpsc::channel(1);
+        let incoming = std::mem::replace(&mut self.incoming, placeholder);
+        (incoming, self.publisher.clone())
+    }
+
+    /// Sends DISCONNECT (so no Last Will is published) and waits briefly for
+    /// the driver to finish. Unconfirmed publishes are abandoned: wait for
+    /// their confirmations first.
+    pub async fn disconnect(mut self) {
+        let (tx, rx) = oneshot::channel();
+        if self.publisher.commands.send(Command::Disconnect(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+        }
+        if let Some(handle) = self.driver.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), handle).await;
+        }
+    }
+}
+
+/// The sending half of the two rumqttc clients behind one face.
+enum Sender {
+    V4(rumqttc::AsyncClient),
+    V5(r5::AsyncClient),
+}
+
+/// The event-loop half, polled by the driver alone. Kept apart from
+/// [`Sender`] so that requests can be handed over while a poll is pending.
+enum Loop {
+    V4(Box<rumqttc::EventLoop>),
+    V5(Box<r5::EventLoop>),
+}
+
+/// What the driver needs to know of an event, for both protocols.
+enum Ev {
+    ConnAck { session_present: bool, refused: Option<String> },
+    Incoming(Message),
+    PubAck { pkid: u16, rejected: Option<String> },
+    SubAck { pkid: u16, granted: Vec<Result<Qos, String>> },
+    OutgoingPublish(u16),
+    OutgoingSubscribe(u16),
+    OutgoingDisconnect,
+    Other,
+}
+
+enum PollError {
+    Refused(String),
+    Network(String),
+}
+
+impl Loop {
+    async fn poll(&mut self, manual_acks: bool) -> Result<Ev, PollError> {
+        match self {
+            Loop::V4(el) => match el.poll().await {
+                Ok(ev) => Ok(convert_v4(ev, manual_acks)),
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => Err(PollError::Refused(format!("{code:?}"))),
+                Err(e) => Err(PollError::Network(e.to_string())),
+            },
+            Loop::V5(el) => match el.poll().await {
+                Ok(ev) => Ok(convert_v5(ev, manual_acks)),
+                Err(r5::ConnectionError::ConnectionRefused(code)) => Err(PollError::Refused(format!("{code:?}"))),
+                Err(e) => Err(PollError::Network(e.to_string())),
+            },
+        }
+    }
+
+    /// Drops rumqttc's own resend queue: the driver resends what is
+    /// unconfirmed itself, in order, whatever the broker kept.
+    fn clear_pending(&mut self) {
+        match self {
+            Loop::V4(el) => el.pending.clear(),
+            Loop::V5(el) => el.pending.clear(),
+        }
+    }
+}
+
+impl Sender {
+    fn try_publish(&self, p: &Publish) -> bool {
+        match self {
+            Sender::V4(c) => c.try_publish(p.topic.clone(), p.qos.v4(), p.retain, p.payload.clone()).is_ok(),
+            Sender::V5(c) => {
+                let props = if p.response_topic.is_some() || p.correlation.is_some() {
+                    Some(r5::mqttbytes::v5::PublishProperties {
+                        response_topic: p.response_topic.clone(),
+                        correlation_data: p.correlation.clone(),
+                        ..Default::default()
+                    })
+                } else {
+                    None
+                };
+                match props {
+                    Some(props) => c
+                        .try_publish_with_properties(p.topic.clone(), p.qos.v5(), p.retain, p.payload.clone(), props)
+                        .is_ok(),
+                    None => c.try_publish(p.topic.clone(), p.qos.v5(), p.retain, p.payload.clone()).is_ok(),
+                }
+            }
+        }
+    }
+
+    fn try_subscribe(&self, filters: &[(String, Qos)]) -> bool {
+        match self {
+            Sender::V4(c) => c
+                .try_subscribe_many(filters.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), q.v4())))
+                .is_ok(),
+            Sender::V5(c) => c
+                .try_subscribe_many(filters.iter().map(|(f, q)| r5::mqttbytes::v5::Filter::new(f.clone(), q.v5())))
+                .is_ok(),
+        }
+    }
+
+    fn try_ack(&self, handle: &AckHandle) {
+        match (self, handle) {
+            (Sender::V4(c), AckHandle::V4(p)) => {
+                let _ = c.try_ack(p);
+            }
+            (Sender::V5(c), AckHandle::V5(p)) => {
+                let _ = c.try_ack(p);
+            }
+            _ => {}
+        }
+    }
+
+    fn try_disconnect(&self) -> bool {
+        match self {
+            Sender::V4(c) => c.try_disconnect().is_ok(),
+            Sender::V5(c) => c.try_disconnect().is_ok(),
+        }
+    }
+}
+
+fn qos_from_v4(q: rumqttc::QoS) -> Qos {
+    match q {
+        rumqttc::QoS::AtMostOnce => Qos::AtMostOnce,
+        rumqttc::QoS::AtLeastOnce => Qos::AtLeastOnce,
+        rumqttc::QoS::ExactlyOnce => Qos::ExactlyOnce,
+    }
+}
+
+fn qos_from_v5(q: r5::mqttbytes::QoS) -> Qos {
+    match q {
+        r5::mqttbytes::QoS::AtMostOnce => Qos::AtMostOnce,
+        r5::mqttbytes::QoS::AtLeastOnce => Qos::AtLeastOnce,
+        r5::mqttbytes::QoS::ExactlyOnce => Qos::ExactlyOnce,
+    }
+}
+
+fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
+    use rumqttc::{Event, Outgoing, Packet};
+    match ev {
+        Event::Incoming(Packet::ConnAck(ack)) => Ev::ConnAck {
+            session_present: ack.session_present,
+            refused: (ack.code != rumqttc::ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
+        },
+        Event::Incoming(Packet::Publish(p)) => {
+            let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce).then(|| Arc::new(AckHandle::V4(p.clone())));
+            Ev::Incoming(Message {
+                topic: p.topic,
+                payload: p.payload,
+                qos: qos_from_v4(p.qos),
+                retain: p.retain,
+                dup: p.dup,
+                response_topic: None,
+                correlation: None,
+                ack,
+            })
+        }
+        Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck { pkid: ack.pkid, rejected: None },
+        Event::Incoming(Packet::SubAck(ack)) => Ev::SubAck {
+            pkid: ack.pkid,
+            granted: ack
+                .return_codes
+                .into_iter()
+                .map(|c| match c {
+                    rumqttc::SubscribeReasonCode::Success(q) => Ok(qos_from_v4(q)),
+                    rumqttc::SubscribeReasonCode::Failure => Err("refused (MQTT 3.1.1 gives no reason; check the broker's ACL)".into()),
+                })
+                .collect(),
+        },
+        Event::Outgoing(Outgoing::Publish(pkid)) => Ev::OutgoingPublish(pkid),
+        Event::Outgoing(Outgoing::Subscribe(pkid)) => Ev::OutgoingSubscribe(pkid),
+        Event::Outgoing(Outgoing::Disconnect) => Ev::OutgoingDisconnect,
+        _ => Ev::Other,
+    }
+}
+
+fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
+    use r5::mqttbytes::v5::{ConnectReturnCode, Packet, PubAckReason, SubscribeReasonCode};
+    use r5::Event;
+    use rumqttc::Outgoing;
+    match ev {
+        Event::Incoming(Packet::ConnAck(ack)) => Ev::ConnAck {
+            session_present: ack.session_present,
+            refused: (ack.code != ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
+        },
+        Event::Incoming(Packet::Publish(p)) => {
+            let ack = (manual_acks && p.qos != r5::mqttbytes::QoS::AtMostOnce).then(|| Arc::new(AckHandle::V5(p.clone())));
+            let (response_topic, correlation) = match &p.properties {
+                Some(props) => (props.response_topic.clone(), props.correlation_data.clone()),
+                None => (None, None),
+            };
+            Ev::Incoming(Message {
+                topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                payload: p.payload,
+                qos: qos_from_v5(p.qos),
+                retain: p.retain,
+                dup: p.dup,
+                response_topic,
+                correlation,
+                ack,
+            })
+        }
+        Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck {
+            pkid: ack.pkid,
+            rejected: match ack.reason {
+                PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                other => Some(format!(
+                    "{other:?}{}",
+                    ack.properties
+                        .and_then(|p| p.reason_string)
+                        .map(|r| format!(" ({r})"))
+                        .unwrap_or_default()
+                )),
+            },
+        },
+        Event::Incoming(Packet::SubAck(ack)) => Ev::SubAck {
+            pkid: ack.pkid,
+            granted: ack
+                .return_codes
+                .into_iter()
+                .map(|c| match c {
+                    SubscribeReasonCode::Success(q) => Ok(qos_from_v5(q)),
+                    other => Err(format!("{other:?}")),
+                })
+                .collect(),
+        },
+        Event::Outgoing(Outgoing::Publish(pkid)) => Ev::OutgoingPublish(pkid),
+        Event::Outgoing(Outgoing::Subscribe(pkid)) => Ev::OutgoingSubscribe(pkid),
+        Event::Outgoing(Outgoing::Disconnect) => Ev::OutgoingDisconnect,
+        _ => Ev::Other,
+    }
+}
+
+/// A publish the broker has not confirmed yet.
+struct Unconfirmed {
+    publish: Publish,
+    waiter: Option<oneshot::Sender<Result<(), MqttError>>>,
+}
+
+struct PendingSubscribe {
+    filters: Vec<(String, Qos)>,
+    waiter: Option<oneshot::Sender<Result<Vec<Qos>, MqttError>>>,
+}
+
+/// Either kind of request handed to rumqttc, in the order handed.
+enum Handed {
+    Publish { seq: u64, qos: Qos },
+    Subscribe { seq: u64 },
+}
+
+struct Driver {
+    el: Loop,
+    core: Core,
+}
+
+/// Everything of the driver but the event loop, so that commands can be
+/// applied while a poll borrows the loop.
+struct Core {
+    options: ConnectOptions,
+    ca: Option<Vec<u8>>,
+    sender: Sender,
+    broker_index: usize,
+    commands: mpsc::Receiver<Command>,
+    commands_open: bool,
+    incoming: mpsc::Sender<Message>,
+    state: watch::Sender<ConnState>,
+    first: Option<oneshot::Sender<Result<(), MqttError>>>,
+    connected: bool,
+    attempt: u32,
+    next_seq: u64,
+    /// Every unconfirmed publish, by sequence (the order callers gave).
+    unconfirmed: BTreeMap<u64, Unconfirmed>,
+    /// Sequence numbers waiting to be handed to rumqttc, in order.
+    backlog: VecDeque<u64>,
+    /// Requests handed to rumqttc whose packet id is not known yet.
+    handed: VecDeque<Handed>,
+    /// Packet id → publish sequence, for PUBACKs.
+    publish_pkids: HashMap<u16, u64>,
+    /// Subscriptions waiting for their SUBACK.
+    subscribes: BTreeMap<u64, PendingSubscribe>,
+    subscribe_pkids: HashMap<u16, u64>,
+    subscribe_backlog: VecDeque<u64>,
+    /// Every filter ever subscribed, renewed when a session is lost.
+    subscriptions: Vec<(String, Qos)>,
+    disconnect_waiter: Option<oneshot::Sender<()>>,
+    /// Set when the next attempt goes to another broker: the client is
+    /// rebuilt for it.
+    rebuild: bool,
+}
+
+impl Driver {
+    fn new(
+        options: ConnectOptions,
+        ca: Option<Vec<u8>>,
+        commands: mpsc::Receiver<Command>,
+        incoming: mpsc::Sender<Message>,
+        state: watch::Sender<ConnState>,
+        first: oneshot::Sender<Result<(), MqttError>>,
+    ) -> Driver {
+        let (sender, el) = build_client(&options, &options.brokers[0], ca.as_deref());
+        Driver {
+            el,
+            core: Core {
+                options,
+                ca,
+                sender,
+                broker_index: 0,
+                commands,
+                commands_open: true,
+                incoming,
+                state,
+                first: Some(first),
+                connected: false,
+                attempt: 0,
+                next_seq: 0,
+                unconfirmed: BTreeMap::new(),
+                backlog: VecDeque::new(),
+                handed: VecDeque::new(),
+                publish_pkids: HashMap::new(),
+                subscribes: BTreeMap::new(),
+                subscribe_pkids: HashMap::new(),
+                subscribe_backlog: VecDeque::new(),
+                subscriptions: Vec::new(),
+                disconnect_waiter: None,
+                rebuild: false,
+            },
+        }
+    }
+
+    async fn run(mut self) {
+        let manual_acks = self.core.options.manual_acks;
+        let core = &mut self.core;
+        loop {
+            // Poll the event loop and, while it waits, hand new requests to
+            // rumqttc. The poll future is never dropped half-way (rumqttc's
+            // poll is not cancel-safe).
+            let event = {
+                let poll = self.el.poll(manual_acks);
+                tokio::pin!(poll);
+                loop {
+                    let accept = core.commands_open && core.unconfirmed.len() < MAX_UNCONFIRMED;
+                    tokio::select! {
+                        biased;
+                        ev = &mut poll => break ev,
+                        cmd = core.commands.recv(), if accept => match cmd {
+                            Some(cmd) => {
+                                core.command(cmd);
+                                // Take whatever else is queued in one go.
+                                while core.unconfirmed.len() < MAX_UNCONFIRMED {
+                                    match core.commands.try_recv() {
+                                        Ok(cmd) => core.command(cmd),
+                                        Err(_) => break,
+                                    }
+                                }
+                                core.pump();
+                            }
+                            None => core.commands_open = false,
+                        },
+                    }
+                }
+            };
+            let go_on = match event {
+                Ok(ev) => core.event(ev).await,
+                Err(err) => core.lost(err).await,
+            };
+            if !go_on {
+                break;
+            }
+            if core.rebuild {
+                core.rebuild = false;
+                let broker = core.broker().clone();
+                let (sender, el) = build_client(&core.options, &broker, core.ca.as_deref());
+                core.sender = sender;
+                self.el = el;
+            }
+            if !core.connected {
+                // A failed poll moved rumqttc's in-flight publishes into its
+                // own resend queue; this driver resends them itself, in
+                // order, after the next CONNACK.
+                self.el.clear_pending();
+            }
+            core.pump();
+            if !core.commands_open
+                && core.unconfirmed.is_empty()
+                && core.disconnect_waiter.is_none()
+                && core.incoming.is_closed()
+            {
+                // Nobody can use this connection any more.
+                let _ = core.sender.try_disconnect();
+                break;
+            }
+        }
+        let _ = core.state.send(ConnState::Closed);
+        if let Some(w) = core.disconnect_waiter.take() {
+            let _ = w.send(());
+        }
+    }
+}
+
+impl Core {
+    fn broker(&self) -> &BrokerUrl {
+        &self.options.brokers[self.broker_index]
+    }
+
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Publish(publish, waiter) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.unconfirmed.insert(seq, Unconfirmed { publish, waiter: Some(waiter) });
+                self.backlog.push_back(seq);
+            }
+            Command::Subscribe(filters, waiter) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                for f in &filters {
+                    if !self.subscriptions.contains(f) {
+                        self.subscriptions.push(f.clone());
+                    }
+                }
+                self.subscribes.insert(seq, PendingSubscribe { filters, waiter: Some(waiter) });
+                self.subscribe_backlog.push_back(seq);
+            }
+            Command::Ack(handle) => {
+                if self.connected {
+                    self.sender.try_ack(&handle);
+                }
+            }
+            Command::Disconnect(waiter) => {
+                self.disconnect_waiter = Some(waiter);
+                self.commands_open = false;
+                if !self.connected || !self.sender.try_disconnect() {
+                    self.unconfirmed.clear();
+                }
+            }
+        }
+    }
+
+    /// Hands queued requests to rumqttc, in order, while connected and while
+    /// its channel has room.
+    fn pump(&mut self) {
+        if !self.connected || self.disconnect_waiter.is_some() {
+            return;
+        }
+        while self.handed.len() < RUMQTT_CHANNEL_CAP {
+            if let Some(seq) = self.subscribe_backlog.front().copied() {
+                let Some(sub) = self.subscribes.get(&seq) else {
+                    self.subscribe_backlog.pop_front();
+                    continue;
+                };
+                if !self.sender.try_subscribe(&sub.filters) {
+                    return;
+                }
+                self.subscribe_backlog.pop_front();
+                self.handed.push_back(Handed::Subscribe { seq });
+                continue;
+            }
+            let Some(seq) = self.backlog.front().copied() else { return };
+            let Some(entry) = self.unconfirmed.get(&seq) else {
+                self.backlog.pop_front();
+                continue;
+            };
+            if !self.sender.try_publish(&entry.publish) {
+                return;
+            }
+            let qos = entry.publish.qos;
+            self.backlog.pop_front();
+            self.handed.push_back(Handed::Publish { seq, qos });
+        }
+    }
+
+    /// Handles one event; false ends the driver.
+    async fn event(&mut self, ev: Ev) -> bool {
+        match ev {
+            Ev::ConnAck { session_present, refused } => {
+                if let Some(reason) = refused {
+                    return self.refused(reason).await;
+                }
+                self.connected = true;
+                self.attempt = 0;
+                let _ = self.state.send(ConnState::Connected { broker: self.broker().display.clone() });
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(Ok(()));
+                }
+                self.resend_after_connect(session_present);
+            }
+            Ev::OutgoingPublish(pkid) => {
+                // The next handed request is a publish: pair it with its id.
+                if let Some(pos) = self.handed.iter().position(|h| matches!(h, Handed::Publish { .. })) {
+                    if let Some(Handed::Publish { seq, qos }) = self.handed.remove(pos) {
+                        if qos == Qos::AtMostOnce {
+                            if let Some(mut entry) = self.unconfirmed.remove(&seq) {
+                                if let Some(w) = entry.waiter.take() {
+                                    let _ = w.send(Ok(()));
+                                }
+                            }
+                        } else {
+                            self.publish_pkids.insert(pkid, seq);
+                        }
+                    }
+                }
+            }
+            Ev::PubAck { pkid, rejected } => {
+                if let Some(seq) = self.publish_pkids.remove(&pkid) {
+                    if let Some(mut entry) = self.unconfirmed.remove(&seq) {
+                        let result = match rejected {
+                            None => Ok(()),
+                            Some(reason) => Err(MqttError::PublishRejected { topic: entry.publish.topic.clone(), reason }),
+                        };
+                        if let Some(w) = entry.waiter.take() {
+                            let _ = w.send(result);
+                        }
+                    }
+                }
+            }
+            Ev::OutgoingSubscribe(pkid) => {
+                if let Some(pos) = self.handed.iter().position(|h| matches!(h, Handed::Subscribe { .. })) {
+                    if let Some(Handed::Subscribe { seq }) = self.handed.remove(pos) {
+                        self.subscribe_pkids.insert(pkid, seq);
+                    }
+                }
+            }
+            Ev::SubAck { pkid, granted } => {
+                if let Some(seq) = self.subscribe_pkids.remove(&pkid) {
+                    if let Some(mut sub) = self.subscribes.remove(&seq) {
+                        let mut result = Ok(Vec::new());
+                        for (i, g) in granted.into_iter().enumerate() {
+                            match (g, &mut result) {
+                                (Ok(q), Ok(v)) => v.push(q),
+                                (Err(reason), Ok(_)) => {
+                                    let filter = sub.filters.get(i).map(|f| f.0.clone()).unwrap_or_default();
+                                    self.subscriptions.retain(|(f, _)| *f != filter);
+                                    result = Err(MqttError::SubscribeRejected { filter, reason });
+                                }
+                                _ => {}
+                            }
+                        }
+                        if let Some(w) = sub.waiter.take() {
+                            let _ = w.send(result);
+                        }
+                    }
+                }
+            }
+            Ev::Incoming(message) => {
+                // Deliver, but keep serving commands while the consumer is
+                // slow, so a consumer that publishes cannot deadlock.
+                let message = match self.incoming.try_send(message) {
+                    Ok(()) => return true,
+                    Err(mpsc::error::TrySendError::Closed(_)) => return true,
+                    Err(mpsc::error::TrySendError::Full(message)) => message,
+                };
+                let incoming = self.incoming.clone();
+                loop {
+                    tokio::select! {
+                        permit = incoming.reserve() => {
+                            if let Ok(permit) = permit { permit.send(message); }
+                            break;
+                        }
+                        cmd = self.commands.recv(), if self.commands_open => match cmd {
+                            Some(cmd) => { self.command(cmd); self.pump(); }
+                            None => self.commands_open = false,
+                        },
+                    }
+                }
+            }
+            Ev::OutgoingDisconnect => {
+                return false;
+            }
+            Ev::Other => {}
+        }
+        true
+    }
+
+    /// After a CONNACK: everything not confirmed goes out again, in the
+    /// order callers gave it; subscriptions are renewed when the broker did
+    /// not keep the session.
+    fn resend_after_connect(&mut self, session_present: bool) {
+        self.handed.clear();
+        self.publish_pkids.clear();
+        self.subscribe_pkids.clear();
+        self.backlog = self.unconfirmed.keys().copied().collect();
+        let waiting: Vec<u64> = self.subscribes.keys().copied().collect();
+        self.subscribe_backlog = waiting.into();
+        if !session_present && !self.subscriptions.is_empty() {
+            let known: Vec<(String, Qos)> = self
+                .subscribes
+                .values()
+                .flat_map(|s| s.filters.iter().cloned())
+                .collect();
+            let renew: Vec<(String, Qos)> =
+                self.subscriptions.iter().filter(|f| !known.contains(f)).cloned().collect();
+            if !renew.is_empty() {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.subscribes.insert(seq, PendingSubscribe { filters: renew, waiter: None });
+                self.subscribe_backlog.push_back(seq);
+            }
+        }
+    }
+
+    async fn refused(&mut self, reason: String) -> bool {
+        let broker = self.broker().display.clone();
+        if let Some(first) = self.first.take() {
+            if !self.options.retry_initial {
+                let _ = first.send(Err(MqttError::Refused { broker, reason }));
+                return false;
+            }
+        }
+        self.lost(PollError::Refused(reason)).await
+    }
+
+    /// The connection failed or was lost: back off (serving commands
+    /// meanwhile) and try the next broker. False ends the driver.
+    async fn lost(&mut self, err: PollError) -> bool {
+        self.connected = false;
+        if self.disconnect_waiter.is_some() {
+            return false;
+        }
+        let broker = self.broker().display.clone();
+        let reason = match &err {
+            PollError::Refused(r) | PollError::Network(r) => r.clone(),
+        };
+        self.attempt = self.attempt.saturating_add(1);
+        if self.first.is_some() && !self.options.retry_initial {
+            // Fail fast only after every listed broker was tried once.
+            if self.attempt as usize >= self.options.brokers.len() {
+                let error = match err {
+                    PollError::Refused(reason) => MqttError::Refused { broker, reason },
+                    PollError::Network(reason) => MqttError::Unreachable { broker, reason },
+                };
+                if let Some(first) = self.first.take() {
+                    let _ = first.send(Err(error));
+                }
+                return false;
+            }
+        } else {
+            tracing::warn!(broker = %broker, attempt = self.attempt, "MQTT connection lost: {reason}");
+            let _ = self.state.send(ConnState::Reconnecting {
+                broker,
+                attempt: self.attempt,
+                error: reason,
+            });
+            let delay = backoff(self.attempt);
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    cmd = self.commands.recv(), if self.commands_open => match cmd {
+                        Some(Command::Disconnect(w)) => {
+                            self.disconnect_waiter = Some(w);
+                            return false;
+                        }
+                        Some(cmd) => self.command(cmd),
+                        None => {
+                            self.commands_open = false;
+                            if self.unconfirmed.is_empty() && self.incoming.is_closed() {
+                                return false;
+                            }
+                        }
+                    },
+                }
+            }
+        }
+        if self.options.brokers.len() > 1 {
+            self.broker_index = (self.broker_index + 1) % self.options.brokers.len();
+            self.rebuild = true;
+        }
+        true
+    }
+}
+
+/// Capped exponential backoff with jitter: 100 ms, 200 ms, 400 ms, … up to
+/// [`BACKOFF_MAX`], each scaled by a random factor in [0.5, 1.0].
+pub fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_MIN.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+    let capped = exp.min(BACKOFF_MAX);
+    capped.mul_f64(0.5 + fastrand::f64() * 0.5)
+}
+
+fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>) -> (Sender, Loop) {
+    let username = broker.username.clone().or_else(|| options.username.clone());
+    let password = broker.password.clone().or_else(|| options.password.clone());
+    let tls = broker.tls.then(|| match ca {
+        Some(ca) => rumqttc::TlsConfiguration::Simple {
+            ca: ca.to_vec(),
+            alpn: None,
+            client_auth: None,
+        },
+        None => rumqttc::TlsConfiguration::default(),
+    });
+    let timeout_s = options.connect_timeout.as_secs().max(1);
+    let cap = RUMQTT_CHANNEL_CAP + 64;
+    match options.protocol {
+        Protocol::V311 => {
+            let mut o = rumqttc::MqttOptions::new(options.client_id.clone(), broker.host.clone(), broker.port);
+            o.set_keep_alive(options.keepalive)
+                .set_clean_session(options.clean_session)
+                .set_manual_acks(options.manual_acks)
+                .set_inflight(options.inflight.max(1))
+                .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
+                .set_request_channel_capacity(cap)
+                .set_pending_throttle(Duration::ZERO);
+            if let (Some(u), p) = (&username, &password) {
+                o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+            }
+            if let Some(w) = &options.will {
+                o.set_last_will(rumqttc::LastWill::new(w.topic.clone(), w.payload.clone(), w.qos.v4(), w.retain));
+            }
+            if let Some(tls) = tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(tls));
+            }
+            let (client, mut el) = rumqttc::AsyncClient::new(o, cap);
+            el.network_options.set_connection_timeout(timeout_s);
+            el.network_options.set_tcp_nodelay(true);
+            (Sender::V4(client), Loop::V4(Box::new(el)))
+        }
+        Protocol::V5 => {
+            let mut o = r5::MqttOptions::new(options.client_id.clone(), broker.host.clone(), broker.port);
+            o.set_keep_alive(options.keepalive)
+                .set_clean_start(options.clean_session)
+                .set_manual_acks(options.manual_acks)
+                .set_outgoing_inflight_upper_limit(options.inflight.max(1))
+                .set_max_packet_size(Some(MAX_PACKET_SIZE as u32))
+                .set_request_channel_capacity(cap)
+                .set_pending_throttle(Duration::ZERO)
+                .set_connection_timeout(timeout_s);
+            if !options.clean_session {
+                // Keep the session for a week while the listener is away.
+                o.set_session_expiry_interval(Some(7 * 24 * 3600));
+            }
+            if let (Some(u), p) = (&username, &password) {
+                o.set_credentials(u.clone(), p.clone().unwrap_or_default());
+            }
+            if let Some(w) = &options.will {
+                o.set_last_will(r5::mqttbytes::v5::LastWill::new(
+                    w.topic.clone(),
+                    w.payload.clone(),
+                    w.qos.v5(),
+                    w.retain,
+                    None,
+                ));
+            }
+            if let Some(tls) = tls {
+                o.set_transport(rumqttc::Transport::tls_with_config(tls));
+            }
+            let (client, el) = r5::AsyncClient::new(o, cap);
+            (Sender::V5(client), Loop::V5(Box::new(el)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_with_defaults_and_credentials() {
+        let u = BrokerUrl::parse("mqtt://127.0.0.1").expect("parses");
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1883, false));
+        let u = BrokerUrl::parse("mqtts://bob:s%40cret@broker.example:9999").expect("parses");
+        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.example", 9999, true));
+        assert_eq!(u.username.as_deref(), Some("bob"));
+        assert_eq!(u.password.as_deref(), Some("s@cret"));
+        assert!(!u.display.contains("cret"), "{}", u.display);
+        let u = BrokerUrl::parse("mqtt://[::1]:1884").expect("parses");
+        assert_eq!((u.host.as_str(), u.port), ("::1", 1884));
+    }
+
+    #[test]
+    fn bad_urls_are_rejected_clearly() {
+        for (raw, needle) in [
+            ("http://h", "unsupported broker URL scheme \"http\""),
+            ("127.0.0.1:1883", "no scheme"),
+            ("localhost:1883", "no scheme"),
+            ("mqtt://", "invalid broker URL"),
+            ("mqtt://h:99999", "invalid broker URL"),
+            ("mqtt://h/topic", "no path"),
+            ("not a url", "invalid broker URL"),
+        ] {
+            let err = BrokerUrl::parse(raw).expect_err(raw).to_string();
+            assert!(err.contains(needle), "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        for attempt in 1..40 {
+            let d = backoff(attempt);
+            assert!(d <= BACKOFF_MAX, "{attempt}: {d:?}");
+            assert!(d >= BACKOFF_MIN / 2, "{attempt}: {d:?}");
+        }
+        assert!(backoff(1) <= BACKOFF_MIN);
+        assert!(backoff(30) >= BACKOFF_MAX / 2);
+    }
+
+    #[test]
+    fn client_ids_are_broker_safe() {
+        let id = default_client_id("tail/ü x");
+        assert!(id.len() <= 64);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{id}");
+    }
+}

@@ -1,0 +1,299 @@
+//! signalbox-e2e: helpers for the end-to-end tests in `tests/tests/`.
+//!
+//! The tests drive the real binaries against real brokers on 127.0.0.1:
+//! the embedded broker in-process, and a private mosquitto started per test
+//! on a free port and killed by its pid when the guard drops. When
+//! mosquitto is not installed, tests that need it fail if
+//! `SIGNALBOX_REQUIRE_MOSQUITTO=1` (as in CI) and otherwise say loudly that
+//! they skipped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use signalbox_common::broker::{BrokerOptions, EmbeddedBroker};
+
+/// A free TCP port on 127.0.0.1 (released before return; the window until
+/// the caller binds it is short).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// Starts an embedded broker on ephemeral ports (it lives until the test
+/// process exits).
+pub fn embedded_broker() -> EmbeddedBroker {
+    EmbeddedBroker::start(&BrokerOptions::ephemeral()).expect("embedded broker starts")
+}
+
+/// Path of a workspace binary (`signalbox`, `signalbox-bridge`). The first
+/// call per test process runs `cargo build --bins` so that a test never runs
+/// a stale binary (a no-op when it is fresh).
+pub fn bin(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--workspace", "--bins"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    let path = target_dir().join(name);
+    assert!(path.exists(), "binary {} not found", path.display());
+    path
+}
+
+fn target_dir() -> PathBuf {
+    // Test executables live in target/<profile>/deps/.
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .expect("target directory")
+}
+
+/// A `Command` for the `signalbox` binary with a private, empty
+/// configuration (no user config file leaks into tests).
+pub fn signalbox(broker_url: &str) -> Command {
+    let mut cmd = Command::new(bin("signalbox"));
+    isolate(&mut cmd);
+    cmd.env("SIGNALBOX_BROKER", broker_url);
+    cmd
+}
+
+/// Clears `SIGNALBOX_*` variables and points config and state at a
+/// directory that holds nothing.
+pub fn isolate(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SIGNALBOX_") {
+            cmd.env_remove(key);
+        }
+    }
+    let empty = empty_dir();
+    cmd.env("SIGNALBOX_CONFIG", "")
+        .env("XDG_CONFIG_HOME", empty.join("config"))
+        .env("SIGNALBOX_STATE_DIR", empty.join("state"))
+        .env("NO_COLOR", "1");
+}
+
+fn empty_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
+}
+
+/// Output of a finished process.
+pub struct Finished {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// Runs a command to completion, killing it after `limit`.
+pub fn run_with_limit(cmd: &mut Command, limit: Duration) -> Finished {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    wait_with_limit(child, limit)
+}
+
+/// Waits for a spawned child (stdout/stderr piped), killing it after
+/// `limit`.
+pub fn wait_with_limit(mut child: Child, limit: Duration) -> Finished {
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let out_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = out.as_mut() {
+            let _ = o.read_to_string(&mut s);
+        }
+        s
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_string(&mut s);
+        }
+        s
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = out_thread.join().unwrap_or_default();
+    let stderr = err_thread.join().unwrap_or_default();
+    let code = status.and_then(|s| s.code()).unwrap_or(-1);
+    Finished { code, stdout, stderr }
+}
+
+/// A child process killed (by pid) when dropped.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Reads lines from a child's stdout on a thread, so tests can wait for
+/// output with a deadline.
+pub struct LineReader {
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl LineReader {
+    /// Starts reading the child's stdout (which must be piped).
+    pub fn new(child: &mut Child) -> LineReader {
+        let stdout = child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        LineReader { rx }
+    }
+
+    /// The next line, or `None` after `limit`.
+    pub fn next_line(&self, limit: Duration) -> Option<String> {
+        self.rx.recv_timeout(limit).ok()
+    }
+}
+
+/// A private mosquitto on a free 127.0.0.1 port, killed by pid on drop.
+pub struct Mosquitto {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// `mqtt://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether tests must fail rather than skip without mosquitto.
+pub fn mosquitto_required() -> bool {
+    std::env::var("SIGNALBOX_REQUIRE_MOSQUITTO").is_ok_and(|v| v == "1")
+}
+
+/// Starts a private mosquitto on a free port, or returns `None` (after a
+/// loud message) when it is not installed and not required.
+pub fn mosquitto(test: &str) -> Option<Mosquitto> {
+    if !mosquitto_installed(test) {
+        return None;
+    }
+    for _ in 0..5 {
+        if let Some(m) = spawn_mosquitto(test, free_port()) {
+            return Some(m);
+        }
+    }
+    panic!("{test}: mosquitto did not start");
+}
+
+/// Starts a private mosquitto on `port` (e.g. to restart a killed one).
+pub fn mosquitto_on_port(test: &str, port: u16) -> Option<Mosquitto> {
+    if !mosquitto_installed(test) {
+        return None;
+    }
+    // The old listener's port may take a moment to be free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(m) = spawn_mosquitto(test, port) {
+            return Some(m);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{test}: mosquitto did not start on port {port}");
+}
+
+fn mosquitto_installed(test: &str) -> bool {
+    let runs = |cmd: &str, arg: &str| {
+        Command::new(cmd)
+            .arg(arg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    if runs("mosquitto", "-h") && runs("mosquitto_pub", "--help") {
+        return true;
+    }
+    assert!(
+        !mosquitto_required(),
+        "{test}: mosquitto and mosquitto-clients are required (SIGNALBOX_REQUIRE_MOSQUITTO=1) but not installed"
+    );
+    eprintln!("\n!!! SKIPPED {test}: mosquitto/mosquitto-clients not installed (apt-get install mosquitto mosquitto-clients) !!!\n");
+    false
+}
+
+fn spawn_mosquitto(test: &str, port: u16) -> Option<Mosquitto> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"
+        ),
+    )
+    .expect("write mosquitto.conf");
+    let mut child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{test}: spawn mosquitto: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(Mosquitto { child, port, _dir: dir });
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // the port is taken
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}

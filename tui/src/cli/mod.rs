@@ -1,0 +1,225 @@
+//! The non-interactive commands of `signalbox`: flag definitions, the shared
+//! options, and dispatch. One file per command.
+
+mod broker;
+mod config;
+mod publish;
+mod tail;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use signalbox_common::config::{Config, Overrides};
+use signalbox_common::mqtt::{ConnectOptions, Connection};
+
+/// Exit code of a usage or configuration error.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code of a runtime failure (broker unreachable, not confirmed…).
+pub const EXIT_FAILURE: u8 = 1;
+
+/// An error with the exit code it should produce.
+pub struct CliError {
+    /// The process exit code.
+    pub code: u8,
+    /// What went wrong, printed as one line.
+    pub error: anyhow::Error,
+}
+
+impl CliError {
+    /// A usage or configuration error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
+        CliError { code: EXIT_USAGE, error: error.into() }
+    }
+
+    /// A runtime failure (exit 1).
+    pub fn failure(error: impl Into<anyhow::Error>) -> CliError {
+        CliError { code: EXIT_FAILURE, error: error.into() }
+    }
+
+    /// Whether the error is a closed stdout (`signalbox tail | head`).
+    pub fn is_broken_pipe(&self) -> bool {
+        self.error
+            .chain()
+            .filter_map(|e| e.downcast_ref::<std::io::Error>())
+            .any(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+impl From<anyhow::Error> for CliError {
+    fn from(error: anyhow::Error) -> Self {
+        CliError::failure(error)
+    }
+}
+
+impl From<std::io::Error> for CliError {
+    fn from(error: std::io::Error) -> Self {
+        CliError::failure(error)
+    }
+}
+
+/// Result of a command: the exit code on success.
+pub type CliResult = Result<ExitCode, CliError>;
+
+const AFTER_HELP: &str = "\
+Configuration: each option comes from its flag, else its SIGNALBOX_* environment
+variable, else the config file (--config / SIGNALBOX_CONFIG, default
+~/.config/signalbox/config.toml), else the default. `signalbox config` shows the
+effective values and where each came from.
+
+Exit codes: 0 success, 1 runtime failure (broker unreachable, publish not
+confirmed, …), 2 usage or configuration error.
+
+Examples:
+  signalbox broker                         run the embedded broker on 127.0.0.1:1883
+  signalbox tail                           print every signalbox message as it arrives
+  signalbox pub signalbox/dev/test/hello 'Hello, bus'
+  tail -F /var/log/app.log | signalbox pub --stdin signalbox/dev/app/log/line
+  signalbox config                         show the effective configuration";
+
+/// signalbox: one MQTT bus for the signals of legacy infrastructure.
+#[derive(Debug, Parser)]
+#[command(name = "signalbox", version, about, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Options every command shares.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Options shared by every command; see `signalbox config`.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Config file [env: SIGNALBOX_CONFIG] [default: ~/.config/signalbox/config.toml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Broker URL(s), comma-separated for failover: mqtt://host:port or mqtts://… [env: SIGNALBOX_BROKER] [default: mqtt://127.0.0.1:1883]
+    #[arg(long, global = true, value_name = "URL")]
+    pub broker: Option<String>,
+    /// Deployment environment, the second topic level [env: SIGNALBOX_ENV] [default: dev]
+    #[arg(long, global = true, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Topic prefix, the first topic level [env: SIGNALBOX_PREFIX] [default: signalbox]
+    #[arg(long, global = true, value_name = "PREFIX")]
+    pub prefix: Option<String>,
+    /// State directory (spool, seen-sets) [env: SIGNALBOX_STATE_DIR]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Spool directory [env: SIGNALBOX_SPOOL] [default: STATE_DIR/spool]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// MQTT client id [env: SIGNALBOX_CLIENT_ID] [default: generated]
+    #[arg(long, global = true, value_name = "ID")]
+    pub client_id: Option<String>,
+    /// Broker user name [env: SIGNALBOX_USERNAME]
+    #[arg(long, global = true, value_name = "USER")]
+    pub username: Option<String>,
+    /// File holding the broker password [env: SIGNALBOX_PASSWORD_FILE; or SIGNALBOX_PASSWORD]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) for mqtts:// [env: SIGNALBOX_CA_FILE] [default: system roots]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// MQTT protocol version: 3 (3.1.1) or 5 [env: SIGNALBOX_MQTT_VERSION] [default: 3]
+    #[arg(long, global = true, value_name = "3|5")]
+    pub mqtt_version: Option<u8>,
+    /// More log output on stderr (-v info, -vv debug); or SIGNALBOX_LOG=filter
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl GlobalArgs {
+    fn overrides(&self) -> Overrides {
+        Overrides {
+            config_file: self.config.clone(),
+            broker: self.broker.clone(),
+            env: self.env.clone(),
+            prefix: self.prefix.clone(),
+            state_dir: self.state_dir.clone(),
+            spool: self.spool.clone(),
+            health_interval: None,
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+            password_file: self.password_file.clone(),
+            ca_file: self.ca_file.clone(),
+            mqtt_version: self.mqtt_version,
+        }
+    }
+}
+
+/// The commands of `signalbox`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the embedded MQTT broker (one host; use mosquitto or a cluster beyond)
+    Broker(broker::BrokerArgs),
+    /// Publish one message, or one per input line with --stdin
+    #[command(name = "pub")]
+    Pub(publish::PubArgs),
+    /// Print messages as they arrive
+    Tail(tail::TailArgs),
+    /// Show the effective configuration and where each value came from
+    Config(config::ConfigArgs),
+    /// The guided demo of a whole simulated infrastructure (not built yet)
+    Demo,
+}
+
+/// Sets up logging on stderr: warnings by default, more with -v, or the
+/// filter in SIGNALBOX_LOG.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,rumqttd=error",
+        1 => "info,rumqttd=warn",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNALBOX_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs the parsed command line.
+pub fn run(cli: Cli) -> CliResult {
+    let Some(command) = cli.command else {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "the operator console is not built yet; use a command: signalbox broker | pub | tail | config (see --help)"
+        )));
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::failure)?;
+    let overrides = cli.global.overrides();
+    runtime.block_on(async move {
+        match command {
+            Command::Broker(args) => broker::run(args).await,
+            Command::Config(args) => config::run(&overrides, args),
+            Command::Pub(args) => publish::run(&load(&overrides)?, args).await,
+            Command::Tail(args) => tail::run(&load(&overrides)?, args).await,
+            Command::Demo => Err(CliError::usage(anyhow::anyhow!(
+                "`signalbox demo` comes with a later change; meanwhile run `signalbox broker` and try `signalbox tail` with `signalbox pub` (see README)"
+            ))),
+        }
+    })
+}
+
+/// Resolves the configuration; a bad value is a usage error.
+fn load(overrides: &Overrides) -> Result<Config, CliError> {
+    Config::resolve(overrides).map_err(CliError::usage)
+}
+
+/// Connects with the configuration's options for the role `role`; a bad
+/// URL is a usage error, an unreachable broker a runtime failure.
+async fn connect(config: &Config, role: &str, tune: impl FnOnce(&mut ConnectOptions)) -> Result<Connection, CliError> {
+    let mut options = ConnectOptions::from_config(config, role).map_err(CliError::usage)?;
+    tune(&mut options);
+    Connection::connect(options).await.map_err(|e| match e {
+        signalbox_common::mqtt::MqttError::CaFile { .. } => CliError::usage(e),
+        other => CliError::failure(other),
+    })
+}

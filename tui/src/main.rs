@@ -1,0 +1,27 @@
+//! `signalbox`: the operator's command line (and, later, console).
+//!
+//! Thin: parses flags, resolves the configuration and dispatches to
+//! `cli::*`, then turns the outcome into one line on stderr and a
+//! documented exit code (0 ok, 1 runtime failure, 2 usage or configuration
+//! error; a broken pipe is not an error).
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_logging(args.global.verbose);
+    match cli::run(args) {
+        Ok(code) => code,
+        Err(err) => {
+            if err.is_broken_pipe() {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("signalbox: error: {:#}", err.error);
+            ExitCode::from(err.code)
+        }
+    }
+}
