@@ -375,6 +375,51 @@ pub fn format_time(time: &DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Serde adapter for `DateTime<Utc>` fields written like the envelope's
+/// `time` (RFC 3339, UTC, milliseconds, `Z`) and read from any RFC 3339
+/// time: `#[serde(with = "crate::envelope::time_ms")]`.
+pub mod time_ms {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes the time with millisecond precision.
+    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&super::format_time(time))
+    }
+
+    /// Reads any RFC 3339 time.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}")))
+    }
+
+    /// The same for `Option<DateTime<Utc>>`.
+    pub mod option {
+        use chrono::{DateTime, Utc};
+        use serde::{Deserialize, Deserializer, Serializer};
+
+        /// Writes the time with millisecond precision, or null.
+        pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+            match time {
+                Some(t) => serializer.serialize_str(&super::super::format_time(t)),
+                None => serializer.serialize_none(),
+            }
+        }
+
+        /// Reads any RFC 3339 time, or null.
+        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+            match Option::<String>::deserialize(deserializer)? {
+                None => Ok(None),
+                Some(text) => DateTime::parse_from_rfc3339(&text)
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(|e| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}"))),
+            }
+        }
+    }
+}
+
 /// Turns arbitrary text into a valid one-line summary: every control
 /// character and line or paragraph separator becomes a space, a run of
 /// whitespace that held one collapses to a single space (so a folded mail

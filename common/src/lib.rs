@@ -11,11 +11,15 @@
 //!   > TOML file > defaults) with the source of every value.
 //! - [`mqtt`]: one MQTT connection (3.1.1 or 5, plain or TLS) with capped,
 //!   jittered reconnects, publish-and-confirm and re-subscription.
+//! - [`health`]: health reports and how to judge them (stale, down).
+//! - [`failed`]: failure records, replay requests and outcomes.
 //! - [`broker`]: the embedded broker (rumqttd) for one host, the demo and tests.
 
 pub mod broker;
 pub mod config;
 pub mod envelope;
+pub mod failed;
+pub mod health;
 pub mod mqtt;
 pub mod topic;
 
