@@ -13,6 +13,8 @@
 //!   jittered reconnects, publish-and-confirm and re-subscription.
 //! - [`health`]: health reports and how to judge them (stale, down).
 //! - [`failed`]: failure records, replay requests and outcomes.
+//! - [`listener`]: the listener runtime (acks, retries, failure records,
+//!   de-duplication via [`seen`], health, replay, roster, replies).
 //! - [`broker`]: the embedded broker (rumqttd) for one host, the demo and tests.
 
 pub mod broker;
@@ -20,7 +22,9 @@ pub mod config;
 pub mod envelope;
 pub mod failed;
 pub mod health;
+pub mod listener;
 pub mod mqtt;
+pub mod seen;
 pub mod topic;
 
 /// The version of signalbox, as reported in health reports and `--version`.

@@ -189,6 +189,7 @@ pub struct Mosquitto {
     child: Child,
     /// Its port.
     pub port: u16,
+    conf: PathBuf,
     _dir: tempfile::TempDir,
 }
 
@@ -202,6 +203,51 @@ impl Mosquitto {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Kills the broker (SIGKILL, or SIGTERM when `graceful`, which lets a
+    /// persistent mosquitto save its state) and starts it again on the same
+    /// port with the same configuration and data.
+    pub fn restart(&mut self, graceful: bool) {
+        if graceful {
+            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        } else {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = launch(&self.conf, self.port) {
+                self.child = child;
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("mosquitto did not restart on port {}", self.port);
+    }
+}
+
+/// Starts mosquitto with `conf` and waits until it listens on `port`.
+fn launch(conf: &Path, port: u16) -> Option<Child> {
+    let mut child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(child);
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            return None; // the port is taken
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
 }
 
 impl Drop for Mosquitto {
@@ -219,31 +265,55 @@ pub fn mosquitto_required() -> bool {
 /// Starts a private mosquitto on a free port, or returns `None` (after a
 /// loud message) when it is not installed and not required.
 pub fn mosquitto(test: &str) -> Option<Mosquitto> {
-    if !mosquitto_installed(test) {
-        return None;
-    }
-    for _ in 0..5 {
-        if let Some(m) = spawn_mosquitto(test, free_port()) {
-            return Some(m);
-        }
-    }
-    panic!("{test}: mosquitto did not start");
+    start_mosquitto(test, None, false)
+}
+
+/// Like [`mosquitto`], with `persistence true` in a private directory (so
+/// that sessions and retained messages survive [`Mosquitto::restart`]).
+pub fn mosquitto_persistent(test: &str) -> Option<Mosquitto> {
+    start_mosquitto(test, None, true)
 }
 
 /// Starts a private mosquitto on `port` (e.g. to restart a killed one).
 pub fn mosquitto_on_port(test: &str, port: u16) -> Option<Mosquitto> {
+    start_mosquitto(test, Some(port), false)
+}
+
+fn start_mosquitto(test: &str, port: Option<u16>, persistent: bool) -> Option<Mosquitto> {
     if !mosquitto_installed(test) {
         return None;
     }
-    // The old listener's port may take a moment to be free again.
+    let dir = tempfile::tempdir().expect("tempdir");
+    // mosquitto started as root drops to its own user, which must be able
+    // to write its persistence file here.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777));
+    }
+    let conf = dir.path().join("mosquitto.conf");
+    // A fixed port may take a moment to be free again; a free one may be
+    // taken meanwhile: retry either way.
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
-        if let Some(m) = spawn_mosquitto(test, port) {
-            return Some(m);
+        let port = port.unwrap_or_else(free_port);
+        let persistence = if persistent {
+            format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.path().display())
+        } else {
+            "persistence false\n".to_string()
+        };
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}max_inflight_messages 1000\nmax_queued_messages 1000000\n"
+            ),
+        )
+        .expect("write mosquitto.conf");
+        if let Some(child) = launch(&conf, port) {
+            return Some(Mosquitto { child, port, conf, _dir: dir });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("{test}: mosquitto did not start on port {port}");
+    panic!("{test}: mosquitto did not start");
 }
 
 fn mosquitto_installed(test: &str) -> bool {
@@ -266,34 +336,31 @@ fn mosquitto_installed(test: &str) -> bool {
     false
 }
 
-fn spawn_mosquitto(test: &str, port: u16) -> Option<Mosquitto> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let conf = dir.path().join("mosquitto.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_inflight_messages 1000\nmax_queued_messages 1000000\n"
-        ),
-    )
-    .expect("write mosquitto.conf");
-    let mut child = Command::new("mosquitto")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{test}: spawn mosquitto: {e}"));
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Some(Mosquitto { child, port, _dir: dir });
-        }
-        if let Ok(Some(_)) = child.try_wait() {
-            return None; // the port is taken
-        }
-        std::thread::sleep(Duration::from_millis(20));
+/// Logs of in-process components on stderr when `SIGNALBOX_TEST_LOG` holds
+/// a filter (e.g. `debug`), for debugging a test.
+pub fn test_logging() {
+    if let Ok(filter) = std::env::var("SIGNALBOX_TEST_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+}
+
+/// A configuration for in-process listeners and clients: `broker`, a
+/// private state directory, a short health interval, nothing from the
+/// environment or the user's files.
+pub fn test_config(broker: &str, state_dir: &Path, health_interval: u64) -> signalbox_common::config::Config {
+    test_logging();
+    let file = state_dir.join("empty-config.toml");
+    std::fs::create_dir_all(state_dir).expect("state dir");
+    std::fs::write(&file, "").expect("config file");
+    let flags = signalbox_common::config::Overrides {
+        config_file: Some(file),
+        broker: Some(broker.to_string()),
+        state_dir: Some(state_dir.to_path_buf()),
+        health_interval: Some(health_interval),
+        ..Default::default()
+    };
+    signalbox_common::config::Config::resolve_with(&flags, |_| None).expect("test config")
 }

@@ -3,7 +3,11 @@
 
 mod broker;
 mod config;
+mod discover;
+mod failed;
+mod health;
 mod publish;
+mod request;
 mod tail;
 
 use std::path::PathBuf;
@@ -159,6 +163,12 @@ pub enum Command {
     Pub(publish::PubArgs),
     /// Print messages as they arrive
     Tail(tail::TailArgs),
+    /// Publish a request and print the first reply (client/server exchange)
+    Request(request::RequestArgs),
+    /// Health of every listener and bridge (exit 1 if any is down or stale)
+    Health(health::HealthArgs),
+    /// Failed messages: list, show, acknowledge, replay
+    Failed(failed::FailedArgs),
     /// Show the effective configuration and where each value came from
     Config(config::ConfigArgs),
     /// The guided demo of a whole simulated infrastructure (not built yet)
@@ -201,6 +211,9 @@ pub fn run(cli: Cli) -> CliResult {
             Command::Config(args) => config::run(&overrides, args),
             Command::Pub(args) => publish::run(&load(&overrides)?, args).await,
             Command::Tail(args) => tail::run(&load(&overrides)?, args).await,
+            Command::Request(args) => request::run(&load(&overrides)?, args).await,
+            Command::Health(args) => health::run(&load(&overrides)?, args).await,
+            Command::Failed(args) => failed::run(&load(&overrides)?, args).await,
             Command::Demo => Err(CliError::usage(anyhow::anyhow!(
                 "`signalbox demo` comes with a later change; meanwhile run `signalbox broker` and try `signalbox tail` with `signalbox pub` (see README)"
             ))),

@@ -1,0 +1,794 @@
+//! The listener runtime: what turns "a function that handles a message"
+//! into a listener that loses nothing and hides nothing.
+//!
+//! - A persistent session (clean session off), QoS 1 and manual acks: a
+//!   message is acknowledged only after the handler succeeded, or after its
+//!   failure record was confirmed by the broker. A listener killed in the
+//!   middle gets the message again.
+//! - In-process retries with capped backoff, then a retained failure record
+//!   on `_failed/{listener}/{id}`.
+//! - De-duplication by envelope id ([`crate::seen::SeenSet`], persisted).
+//! - A retained health report every interval, at once on `_ping`, with the
+//!   Last Will `down` and `stopped` after a graceful stop; `degraded` while
+//!   handler errors or reconnects are recent.
+//! - Replays requested on `_replay/{listener}`: the handler runs again on
+//!   the stored message; the original topic is never published to again.
+//! - The `_roster`: the listener adds its name when it is missing.
+//! - Replies: a handler may return a payload, published to the message's
+//!   MQTT 5 response topic or its envelope's `reply_to`.
+//!
+//! Work is sequential (one message at a time, in arrival order), so acks go
+//! out in order. Scale out with `share_group` (MQTT 5 shared subscriptions).
+//! The protocol is docs/PROTOCOL.md sections 6–9.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::envelope::{Envelope, Payload, Severity};
+use crate::failed::{one_line, FailureRecord, Outcome, ReplayOutcome, ReplayRequest, ReplayResult, DEFAULT_MAX_ATTEMPTS};
+use crate::health::{Counters, HealthReport, HealthState};
+use crate::mqtt::{ConnState, ConnectOptions, Connection, Message, MqttError, Publish, Publisher, Qos, Will};
+use crate::seen::{SeenSet, DEFAULT_CAPACITY};
+use crate::topic::{self, Reserved};
+
+/// Time allowed for the broker to confirm a failure record or a report.
+const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest wait between two in-process retries.
+const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Jobs queued between the receiving task and the worker. The broker's own
+/// in-flight window for unacknowledged messages is smaller than this.
+const WORK_QUEUE: usize = 4096;
+/// How long to wait for the retained roster before adding our name.
+const ROSTER_WAIT: Duration = Duration::from_millis(500);
+
+/// What a handler returns: `Ok(Some(reply))` to answer a request,
+/// `Ok(None)` when done, `Err(message)` on failure.
+pub type HandlerResult = Result<Option<Bytes>, String>;
+
+/// One message given to a handler.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// The topic it arrived on.
+    pub topic: String,
+    /// The exact payload bytes.
+    pub payload: Bytes,
+    /// The payload decoded once.
+    pub decoded: Arc<Payload>,
+    /// The envelope id, or an id made for a raw payload.
+    pub id: String,
+    /// This run is a replay requested by an operator.
+    pub replay: bool,
+    /// 1 for the first try, 2 for the first retry, …
+    pub attempt: u32,
+}
+
+impl Delivery {
+    /// The envelope, when the payload is one.
+    pub fn envelope(&self) -> Option<&Envelope> {
+        self.decoded.envelope()
+    }
+
+    /// The one-line summary of the payload.
+    pub fn summary(&self) -> String {
+        self.decoded.summary_line(400)
+    }
+
+    /// The severity, `info` for a payload that is not an envelope.
+    pub fn severity(&self) -> Severity {
+        self.decoded.severity().unwrap_or_default()
+    }
+}
+
+/// How a listener runs.
+#[derive(Debug, Clone)]
+pub struct ListenerOptions {
+    /// The listener's name (one topic level).
+    pub name: String,
+    /// Topic filters to handle.
+    pub filters: Vec<String>,
+    /// Share the work with other instances: `$share/{group}/{filter}`.
+    pub share_group: Option<String>,
+    /// Tries per message before a failure record (at least 1).
+    pub retries: u32,
+    /// First wait between tries; doubles each time.
+    pub retry_backoff: Duration,
+    /// A record with this many failed attempts is not replayed any more.
+    pub max_attempts: u32,
+    /// Ids remembered for de-duplication.
+    pub dedup_capacity: usize,
+    /// Where the de-duplication set is kept; in memory when `None`.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl ListenerOptions {
+    /// Defaults: 3 tries from 200 ms, cap 5 attempts, state under the
+    /// config's state directory.
+    pub fn new(name: &str, filters: Vec<String>, config: &Config) -> ListenerOptions {
+        ListenerOptions {
+            name: name.to_string(),
+            filters,
+            share_group: None,
+            retries: 3,
+            retry_backoff: Duration::from_millis(200),
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            dedup_capacity: DEFAULT_CAPACITY,
+            state_dir: Some(config.state_dir.value.join("listeners").join(name)),
+        }
+    }
+}
+
+/// Why a listener could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The name cannot be one topic level.
+    #[error("invalid listener name {name:?}: use letters, digits, '-', '_' or '.'")]
+    InvalidName {
+        /// The name given.
+        name: String,
+    },
+    /// A filter is not a valid MQTT filter.
+    #[error("invalid filter {filter:?}: {reason}")]
+    InvalidFilter {
+        /// The filter.
+        filter: String,
+        /// Why.
+        reason: String,
+    },
+    /// No filter given.
+    #[error("a listener needs at least one --filter")]
+    NoFilter,
+    /// The connection could not be set up (bad URL, CA file…).
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    /// The de-duplication state cannot be opened.
+    #[error("cannot open the de-duplication state {path}: {reason}")]
+    State {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What a listener did, returned after a graceful stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// The counters at the stop.
+    pub counters: Counters,
+}
+
+/// A job for the worker.
+enum Job {
+    Message(Message),
+    Replay(ReplayRequest),
+}
+
+/// State shared by the receiving task and the worker.
+struct Shared {
+    counters: Counters,
+    last_error: Option<String>,
+    /// When something last went wrong (handler failure, reconnect).
+    last_trouble: Option<DateTime<Utc>>,
+    /// Open failure records of this listener, by id.
+    records: BTreeMap<String, FailureRecord>,
+    /// The roster as last received.
+    roster: Option<Vec<String>>,
+}
+
+struct Runtime {
+    name: String,
+    prefix: String,
+    interval: Duration,
+    started: DateTime<Utc>,
+    subscriptions: Vec<String>,
+    options: ListenerOptions,
+    shared: Mutex<Shared>,
+    publisher: Publisher,
+}
+
+/// Runs a listener until `shutdown` resolves, then finishes the message in
+/// hand, publishes `stopped` and disconnects.
+pub async fn run<H, Fut>(
+    config: &Config,
+    options: ListenerOptions,
+    handler: H,
+    shutdown: impl Future<Output = ()>,
+) -> Result<Summary, ListenerError>
+where
+    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    validate(&options)?;
+    let seen = match &options.state_dir {
+        Some(dir) => {
+            let path = dir.join("seen");
+            SeenSet::open(&path, options.dedup_capacity)
+                .map_err(|e| ListenerError::State { path, reason: e.to_string() })?
+        }
+        None => SeenSet::in_memory(options.dedup_capacity),
+    };
+    let prefix = config.prefix.value.clone();
+    let started = Utc::now();
+    let interval = Duration::from_secs(config.health_interval.value.max(1));
+    let subscriptions: Vec<String> = options
+        .filters
+        .iter()
+        .map(|f| match &options.share_group {
+            Some(g) => format!("$share/{g}/{f}"),
+            None => f.clone(),
+        })
+        .collect();
+
+    let mut will_report = HealthReport::new(&options.name, started, interval.as_secs());
+    will_report.state = HealthState::Down;
+    will_report.subscriptions = subscriptions.clone();
+    will_report.last_error = Some("connection lost".into());
+    let mut connect = ConnectOptions::from_config(config, &options.name)?;
+    if config.client_id.value.is_none() {
+        // A persistent session needs the same client id at every start;
+        // instances of a share group each need their own.
+        connect.client_id = match &options.share_group {
+            Some(_) => crate::mqtt::default_client_id(&options.name),
+            None => format!("sb-{}-{}", options.name, crate::mqtt::hostname()),
+        };
+    }
+    connect.clean_session = false;
+    connect.manual_acks = true;
+    connect.retry_initial = true;
+    connect.will = Some(Will {
+        topic: topic::health_topic(&prefix, &options.name),
+        payload: Bytes::from(will_report.to_vec()),
+        qos: Qos::AtLeastOnce,
+        retain: true,
+    });
+    let mut conn = Connection::connect(connect).await?;
+    let runtime = Arc::new(Runtime {
+        name: options.name.clone(),
+        prefix: prefix.clone(),
+        interval,
+        started,
+        subscriptions: subscriptions.clone(),
+        options: options.clone(),
+        shared: Mutex::new(Shared {
+            counters: Counters::default(),
+            last_error: None,
+            last_trouble: None,
+            records: BTreeMap::new(),
+            roster: None,
+        }),
+        publisher: conn.publisher(),
+    });
+
+    // Control topics first, so that no failure record or ping is missed,
+    // then the work.
+    let mut control = vec![
+        (topic::ping_topic(&prefix), Qos::AtLeastOnce),
+        (topic::roster_topic(&prefix), Qos::AtLeastOnce),
+        (topic::replay_topic(&prefix, &options.name), Qos::AtLeastOnce),
+        (topic::failed_filter(&prefix, Some(&options.name)), Qos::AtLeastOnce),
+    ];
+    control.extend(subscriptions.iter().map(|f| (f.clone(), Qos::AtLeastOnce)));
+    let mut state = conn.state_watch();
+    let shutdown = std::pin::pin!(shutdown);
+    let mut shutdown = shutdown;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => {
+                conn.disconnect().await;
+                return Ok(Summary::default());
+            }
+            result = conn.subscribe(&control, CONFIRM_TIMEOUT) => match result {
+                Ok(_) => break,
+                Err(MqttError::SubscribeRejected { filter, reason }) => {
+                    return Err(ListenerError::InvalidFilter { filter, reason: format!("the broker refused it: {reason}") })
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %options.name, "subscribing failed, retrying: {e}");
+                    let _ = tokio::time::timeout(CONFIRM_TIMEOUT, state.changed()).await;
+                }
+            }
+        }
+    }
+    tracing::info!(listener = %options.name, "listening on {}", subscriptions.join(" "));
+    runtime.publish_health(HealthState::Up);
+
+    let (work_tx, work_rx) = mpsc::channel::<Job>(WORK_QUEUE);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let worker = tokio::spawn(worker(runtime.clone(), handler, work_rx, seen, stop.clone()));
+
+    let mut heartbeat = tokio::time::interval(interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    heartbeat.tick().await;
+    let roster_check = tokio::time::sleep(ROSTER_WAIT);
+    tokio::pin!(roster_check);
+    let mut roster_checked = false;
+    let mut was_connected = true;
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = heartbeat.tick() => {
+                runtime.publish_health(runtime.current_state());
+                runtime.ensure_on_roster();
+            }
+            _ = &mut roster_check, if !roster_checked => {
+                roster_checked = true;
+                runtime.ensure_on_roster();
+            }
+            changed = state.changed() => {
+                if changed.is_err() { break; }
+                let now = state.borrow().clone();
+                match now {
+                    ConnState::Reconnecting { error, .. } => {
+                        if was_connected {
+                            runtime.trouble(format!("connection lost: {error}"));
+                        }
+                        was_connected = false;
+                    }
+                    ConnState::Connected { .. } => {
+                        if !was_connected {
+                            runtime.publish_health(runtime.current_state());
+                        }
+                        was_connected = true;
+                    }
+                    _ => {}
+                }
+            }
+            message = conn.recv() => {
+                let Some(message) = message else { break };
+                if let Some(job) = runtime.route(message).await {
+                    if work_tx.send(job).await.is_err() { break; }
+                }
+            }
+        }
+    }
+    // Graceful stop: the worker finishes the message in hand and takes no
+    // more; what is queued is not acknowledged and comes back next time.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(work_tx);
+    let _ = worker.await;
+    let report = runtime.report(HealthState::Stopped);
+    let _ = runtime
+        .publisher
+        .publish_confirmed(
+            Publish::new(topic::health_topic(&prefix, &runtime.name), report.to_vec(), Qos::AtLeastOnce, true),
+            CONFIRM_TIMEOUT,
+        )
+        .await;
+    let counters = runtime.lock().counters;
+    conn.disconnect().await;
+    tracing::info!(listener = %runtime.name, "stopped");
+    Ok(Summary { counters })
+}
+
+fn validate(options: &ListenerOptions) -> Result<(), ListenerError> {
+    let name_ok = !options.name.is_empty()
+        && options.name.len() <= 128
+        && options
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !name_ok {
+        return Err(ListenerError::InvalidName { name: options.name.clone() });
+    }
+    if options.filters.is_empty() {
+        return Err(ListenerError::NoFilter);
+    }
+    for f in &options.filters {
+        topic::validate_filter(f).map_err(|e| ListenerError::InvalidFilter {
+            filter: f.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    if let Some(g) = &options.share_group {
+        let ok = !g.is_empty() && !g.contains(['/', '+', '#']);
+        if !ok {
+            return Err(ListenerError::InvalidFilter {
+                filter: format!("$share/{g}/…"),
+                reason: "a share group is one non-empty level without wildcards".into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Runtime {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        // A poisoned lock only means another task panicked mid-update of
+        // counters; the data is still usable.
+        self.shared.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn trouble(&self, error: String) {
+        let mut s = self.lock();
+        s.last_error = Some(one_line(&error));
+        s.last_trouble = Some(Utc::now());
+    }
+
+    /// Up, or degraded while trouble is recent (within one interval).
+    fn current_state(&self) -> HealthState {
+        let s = self.lock();
+        let window = chrono::Duration::from_std(self.interval).unwrap_or_else(|_| chrono::Duration::seconds(10));
+        match s.last_trouble {
+            Some(t) if Utc::now() - t < window => HealthState::Degraded,
+            _ => HealthState::Up,
+        }
+    }
+
+    fn report(&self, state: HealthState) -> HealthReport {
+        let s = self.lock();
+        let mut r = HealthReport::new(&self.name, self.started, self.interval.as_secs());
+        r.state = state;
+        r.last_seen = Utc::now();
+        r.subscriptions = self.subscriptions.clone();
+        r.counters = s.counters;
+        r.last_error = s.last_error.clone();
+        r
+    }
+
+    /// Publishes the health report without waiting for the broker.
+    fn publish_health(&self, state: HealthState) {
+        let report = self.report(state);
+        let publisher = self.publisher.clone();
+        let topic = topic::health_topic(&self.prefix, &self.name);
+        tokio::spawn(async move {
+            let _ = publisher.publish(Publish::new(topic, report.to_vec(), Qos::AtLeastOnce, true)).await;
+        });
+    }
+
+    /// Adds our name to the roster when it is missing from the last list
+    /// received (or when none arrived).
+    fn ensure_on_roster(&self) {
+        let list = {
+            let s = self.lock();
+            let mut list = s.roster.clone().unwrap_or_default();
+            if list.contains(&self.name) {
+                return;
+            }
+            list.push(self.name.clone());
+            list.sort();
+            list.dedup();
+            list
+        };
+        let payload = serde_json::to_vec(&list).unwrap_or_default();
+        let publisher = self.publisher.clone();
+        let topic = topic::roster_topic(&self.prefix);
+        tokio::spawn(async move {
+            let _ = publisher.publish(Publish::new(topic, payload, Qos::AtLeastOnce, true)).await;
+        });
+    }
+
+    /// Handles control topics at once; returns work for the worker.
+    async fn route(&self, message: Message) -> Option<Job> {
+        match topic::classify(&self.prefix, &message.topic) {
+            Some(Reserved::Ping) => {
+                self.publish_health(self.current_state());
+                let records: Vec<FailureRecord> = self.lock().records.values().cloned().collect();
+                for r in records {
+                    let t = topic::failed_topic(&self.prefix, &self.name, &r.id);
+                    let _ = self.publisher.publish(Publish::new(t, r.to_vec(), Qos::AtLeastOnce, true)).await;
+                }
+                let _ = self.publisher.ack(&message).await;
+                None
+            }
+            Some(Reserved::Roster) => {
+                if let Ok(list) = serde_json::from_slice::<Vec<String>>(&message.payload) {
+                    self.lock().roster = Some(list);
+                } else if message.payload.is_empty() {
+                    self.lock().roster = Some(Vec::new());
+                }
+                let _ = self.publisher.ack(&message).await;
+                None
+            }
+            Some(Reserved::Failed { listener, id }) if listener == self.name => {
+                {
+                    let mut s = self.lock();
+                    if message.payload.is_empty() {
+                        s.records.remove(&id);
+                    } else if let Ok(record) = FailureRecord::from_slice(&message.payload) {
+                        s.records.insert(id, record);
+                    }
+                }
+                let _ = self.publisher.ack(&message).await;
+                None
+            }
+            Some(Reserved::Replay { listener }) if listener == self.name => {
+                let _ = self.publisher.ack(&message).await;
+                match ReplayRequest::from_slice(&message.payload) {
+                    Ok(request) => Some(Job::Replay(request)),
+                    Err(e) => {
+                        self.audit_warning(&format!("{}: ignored a replay request: {e}", self.name), serde_json::json!({}));
+                        None
+                    }
+                }
+            }
+            Some(_) => {
+                // Another namespace matched a broad filter: not our work.
+                let _ = self.publisher.ack(&message).await;
+                None
+            }
+            None => Some(Job::Message(message)),
+        }
+    }
+
+    fn audit_warning(&self, summary: &str, body: serde_json::Value) {
+        let built = Envelope::builder(topic::audit_topic(&self.prefix), summary)
+            .severity(Severity::Warning)
+            .bridge("listener")
+            .agent(self.name.clone())
+            .body(body)
+            .build();
+        if let Ok(envelope) = built {
+            let publisher = self.publisher.clone();
+            let topic = topic::audit_topic(&self.prefix);
+            tokio::spawn(async move {
+                let _ = publisher.publish(Publish::new(topic, envelope.to_vec(), Qos::AtLeastOnce, false)).await;
+            });
+        }
+    }
+
+    /// Publishes a record, retained, and waits until the broker has it,
+    /// retrying until it does (the original is not acknowledged before).
+    async fn store_record(&self, record: &FailureRecord, stop: &std::sync::atomic::AtomicBool) -> bool {
+        let t = topic::failed_topic(&self.prefix, &self.name, &record.id);
+        let mut attempt = 0;
+        loop {
+            match self
+                .publisher
+                .publish_confirmed(Publish::new(t.clone(), record.to_vec(), Qos::AtLeastOnce, true), CONFIRM_TIMEOUT)
+                .await
+            {
+                Ok(()) => {
+                    self.lock().records.insert(record.id.clone(), record.clone());
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(listener = %self.name, "failure record not confirmed yet: {e}");
+                    if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                        return false;
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(crate::mqtt::backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    async fn clear_record(&self, id: &str) -> bool {
+        let t = topic::failed_topic(&self.prefix, &self.name, id);
+        let ok = self
+            .publisher
+            .publish_confirmed(Publish::new(t, Bytes::new(), Qos::AtLeastOnce, true), CONFIRM_TIMEOUT)
+            .await
+            .is_ok();
+        if ok {
+            self.lock().records.remove(id);
+        }
+        ok
+    }
+
+    async fn reply(&self, message_topic: &str, response_topic: Option<String>, correlation: Option<Bytes>, reply: Bytes) {
+        let Some(to) = response_topic else { return };
+        if topic::validate_topic_name(&to).is_err() {
+            tracing::warn!(listener = %self.name, "not replying to an invalid reply topic {to:?} (request on {message_topic})");
+            return;
+        }
+        let mut p = Publish::new(to, reply, Qos::AtLeastOnce, false);
+        p.correlation = correlation;
+        let _ = self.publisher.publish(p).await;
+    }
+}
+
+/// Runs the handler up to `tries` times with capped exponential backoff.
+async fn run_handler<H, Fut>(
+    handler: &H,
+    runtime: &Runtime,
+    base: Delivery,
+    tries: u32,
+    stop: &std::sync::atomic::AtomicBool,
+) -> HandlerResult
+where
+    H: Fn(Delivery) -> Fut,
+    Fut: Future<Output = HandlerResult>,
+{
+    let mut last = String::new();
+    for attempt in 1..=tries.max(1) {
+        let mut d = base.clone();
+        d.attempt = attempt;
+        match handler(d).await {
+            Ok(reply) => return Ok(reply),
+            Err(e) => {
+                last = one_line(&e);
+                tracing::debug!(listener = %runtime.name, id = %base.id, attempt, "handler failed: {last}");
+                if attempt < tries && !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let wait = runtime
+                        .options
+                        .retry_backoff
+                        .saturating_mul(1 << (attempt - 1).min(16))
+                        .min(RETRY_BACKOFF_MAX);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+async fn worker<H, Fut>(
+    runtime: Arc<Runtime>,
+    handler: H,
+    mut jobs: mpsc::Receiver<Job>,
+    mut seen: SeenSet,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) where
+    H: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    while let Some(job) = jobs.recv().await {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        match job {
+            Job::Message(message) => handle_message(&runtime, &handler, &mut seen, message, &stop).await,
+            Job::Replay(request) => replay(&runtime, &handler, request, &stop).await,
+        }
+    }
+}
+
+async fn handle_message<H, Fut>(
+    runtime: &Runtime,
+    handler: &H,
+    seen: &mut SeenSet,
+    message: Message,
+    stop: &std::sync::atomic::AtomicBool,
+) where
+    H: Fn(Delivery) -> Fut,
+    Fut: Future<Output = HandlerResult>,
+{
+    runtime.lock().counters.received += 1;
+    let decoded = Arc::new(Payload::decode(&message.payload));
+    let envelope_id = decoded.envelope().map(|e| e.id.to_string());
+    if let Some(id) = &envelope_id {
+        if seen.contains(id) {
+            runtime.lock().counters.duplicates += 1;
+            let _ = runtime.publisher.ack(&message).await;
+            return;
+        }
+    }
+    let id = envelope_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let reply_to = message
+        .response_topic
+        .clone()
+        .or_else(|| decoded.envelope().and_then(|e| e.reply_to.clone()));
+    let correlation = message.correlation.clone().or_else(|| {
+        // MQTT 5 requesters correlate by the request id.
+        envelope_id.as_ref().map(|i| Bytes::from(i.clone().into_bytes()))
+    });
+    let delivery = Delivery {
+        topic: message.topic.clone(),
+        payload: message.payload.clone(),
+        decoded,
+        id: id.clone(),
+        replay: false,
+        attempt: 1,
+    };
+    match run_handler(handler, runtime, delivery, runtime.options.retries, stop).await {
+        Ok(reply) => {
+            runtime.lock().counters.processed += 1;
+            if let Some(reply) = reply {
+                runtime.reply(&message.topic, reply_to, correlation, reply).await;
+            }
+        }
+        Err(error) => {
+            runtime.trouble(format!("{id}: {error}"));
+            let record = FailureRecord::new(&runtime.name, &id, &message.topic, &message.payload, &error, Utc::now());
+            if !runtime.store_record(&record, stop).await {
+                // Not stored and stopping: leave the message unacknowledged
+                // so that the broker hands it over again next time.
+                return;
+            }
+            runtime.lock().counters.failed += 1;
+            runtime.publish_health(runtime.current_state());
+        }
+    }
+    if envelope_id.is_some() {
+        if let Err(e) = seen.insert(&id) {
+            runtime.trouble(format!("cannot persist the de-duplication state: {e}"));
+        }
+    }
+    let _ = runtime.publisher.ack(&message).await;
+}
+
+async fn replay<H, Fut>(runtime: &Runtime, handler: &H, request: ReplayRequest, stop: &std::sync::atomic::AtomicBool)
+where
+    H: Fn(Delivery) -> Fut,
+    Fut: Future<Output = HandlerResult>,
+{
+    let ids: Vec<String> = if request.all {
+        runtime.lock().records.keys().cloned().collect()
+    } else {
+        request.ids.clone()
+    };
+    let mut results = Vec::new();
+    for id in ids {
+        if stop.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        let record = runtime.lock().records.get(&id).cloned();
+        let Some(mut record) = record else {
+            results.push(ReplayResult { id: id.clone(), outcome: Outcome::Unknown, error: None, attempts: None });
+            runtime.audit_warning(
+                &format!("{}: replay requested for unknown id {id}", runtime.name),
+                serde_json::json!({"action": "replay", "listener": runtime.name, "ids": [id], "outcome": "unknown"}),
+            );
+            continue;
+        };
+        if record.attempts >= runtime.options.max_attempts {
+            results.push(ReplayResult { id, outcome: Outcome::Capped, error: None, attempts: Some(record.attempts) });
+            continue;
+        }
+        let bytes = match record.message_bytes() {
+            Ok(b) => Bytes::from(b),
+            Err(e) => {
+                results.push(ReplayResult { id, outcome: Outcome::Failed, error: Some(e.to_string()), attempts: Some(record.attempts) });
+                continue;
+            }
+        };
+        runtime.lock().counters.replayed += 1;
+        let delivery = Delivery {
+            topic: record.topic.clone(),
+            decoded: Arc::new(Payload::decode(&bytes)),
+            payload: bytes,
+            id: id.clone(),
+            replay: true,
+            attempt: record.attempts + 1,
+        };
+        match run_handler(handler, runtime, delivery, 1, stop).await {
+            Ok(_) => {
+                runtime.clear_record(&id).await;
+                results.push(ReplayResult { id, outcome: Outcome::Replayed, error: None, attempts: None });
+            }
+            Err(error) => {
+                runtime.trouble(format!("{id}: {error}"));
+                record.attempts += 1;
+                record.error = one_line(&error);
+                record.last_failed = Utc::now();
+                runtime.lock().counters.failed += 1;
+                runtime.store_record(&record, stop).await;
+                results.push(ReplayResult { id, outcome: Outcome::Failed, error: Some(record.error.clone()), attempts: Some(record.attempts) });
+            }
+        }
+    }
+    runtime.publish_health(runtime.current_state());
+    if let Some(to) = request.reply_to {
+        if topic::validate_topic_name(&to).is_ok() {
+            let outcome = ReplayOutcome { listener: runtime.name.clone(), results };
+            let payload = serde_json::to_vec(&outcome).unwrap_or_default();
+            let _ = runtime.publisher.publish(Publish::new(to, payload, Qos::AtLeastOnce, false)).await;
+        }
+    }
+}
+
+/// A future that resolves on SIGINT or SIGTERM: the graceful stop of a
+/// listener daemon.
+pub async fn shutdown_signal() {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    match term {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
