@@ -68,6 +68,9 @@ pub struct Delivery {
     pub replay: bool,
     /// 1 for the first try, 2 for the first retry, …
     pub attempt: u32,
+    /// With debouncing: how many messages this run stands for (the last
+    /// of a burst is the one delivered). 1 otherwise.
+    pub burst: u32,
 }
 
 impl Delivery {
@@ -106,6 +109,11 @@ pub struct ListenerOptions {
     pub dedup_capacity: usize,
     /// Where the de-duplication set is kept; in memory when `None`.
     pub state_dir: Option<PathBuf>,
+    /// Run the handler once per burst: after this long without a new
+    /// message, on the last message of the burst (fedmsg-trigger's
+    /// `--wait-for`, for regeneration jobs). Every message of the burst is
+    /// acknowledged once that run succeeded or its failure was recorded.
+    pub debounce: Option<Duration>,
 }
 
 impl ListenerOptions {
@@ -121,6 +129,7 @@ impl ListenerOptions {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             dedup_capacity: DEFAULT_CAPACITY,
             state_dir: Some(config.state_dir.value.join("listeners").join(name)),
+            debounce: None,
         }
     }
 }
@@ -631,14 +640,90 @@ async fn worker<H, Fut>(
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
-    while let Some(job) = jobs.recv().await {
+    let debounce = runtime.options.debounce;
+    let mut burst: Vec<Message> = Vec::new();
+    loop {
+        let job = match debounce {
+            Some(quiet) if !burst.is_empty() => match tokio::time::timeout(quiet, jobs.recv()).await {
+                Ok(job) => job,
+                Err(_) => {
+                    handle_burst(&runtime, &handler, &mut seen, std::mem::take(&mut burst), &stop).await;
+                    continue;
+                }
+            },
+            _ => jobs.recv().await,
+        };
+        let Some(job) = job else { break };
         if stop.load(std::sync::atomic::Ordering::SeqCst) {
             break;
         }
         match job {
+            Job::Message(message) if debounce.is_some() => burst.push(message),
             Job::Message(message) => handle_message(&runtime, &handler, &mut seen, message, &stop).await,
-            Job::Replay(request) => replay(&runtime, &handler, request, &stop).await,
+            Job::Replay(request) => {
+                if !burst.is_empty() {
+                    handle_burst(&runtime, &handler, &mut seen, std::mem::take(&mut burst), &stop).await;
+                }
+                replay(&runtime, &handler, request, &stop).await;
+            }
         }
+    }
+}
+
+/// Debounced work: one handler run for a burst of messages, on the last.
+async fn handle_burst<H, Fut>(
+    runtime: &Runtime,
+    handler: &H,
+    seen: &mut SeenSet,
+    burst: Vec<Message>,
+    stop: &std::sync::atomic::AtomicBool,
+) where
+    H: Fn(Delivery) -> Fut,
+    Fut: Future<Output = HandlerResult>,
+{
+    let mut fresh = Vec::new();
+    for message in burst {
+        runtime.lock().counters.received += 1;
+        let decoded = Payload::decode(&message.payload);
+        match decoded.envelope().map(|e| e.id.to_string()) {
+            Some(id) if seen.contains(&id) => {
+                runtime.lock().counters.duplicates += 1;
+                let _ = runtime.publisher.ack(&message).await;
+            }
+            id => fresh.push((message, id)),
+        }
+    }
+    let Some((last, last_id)) = fresh.last() else { return };
+    let id = last_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let delivery = Delivery {
+        topic: last.topic.clone(),
+        payload: last.payload.clone(),
+        decoded: Arc::new(Payload::decode(&last.payload)),
+        id: id.clone(),
+        replay: false,
+        attempt: 1,
+        burst: fresh.len() as u32,
+    };
+    match run_handler(handler, runtime, delivery, runtime.options.retries, stop).await {
+        Ok(_) => runtime.lock().counters.processed += fresh.len() as u64,
+        Err(error) => {
+            runtime.trouble(format!("{id}: {error}"));
+            let record = FailureRecord::new(&runtime.name, &id, &last.topic, &last.payload, &error, Utc::now());
+            if !runtime.store_record(&record, stop).await {
+                return;
+            }
+            let mut s = runtime.lock();
+            s.counters.failed += 1;
+            s.counters.processed += fresh.len() as u64 - 1;
+        }
+    }
+    for (message, id) in &fresh {
+        if let Some(id) = id {
+            if let Err(e) = seen.insert(id) {
+                runtime.trouble(format!("cannot persist the de-duplication state: {e}"));
+            }
+        }
+        let _ = runtime.publisher.ack(message).await;
     }
 }
 
@@ -678,6 +763,7 @@ async fn handle_message<H, Fut>(
         id: id.clone(),
         replay: false,
         attempt: 1,
+        burst: 1,
     };
     match run_handler(handler, runtime, delivery, runtime.options.retries, stop).await {
         Ok(reply) => {
@@ -749,6 +835,7 @@ where
             id: id.clone(),
             replay: true,
             attempt: record.attempts + 1,
+            burst: 1,
         };
         match run_handler(handler, runtime, delivery, 1, stop).await {
             Ok(_) => {
