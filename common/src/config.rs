@@ -149,7 +149,8 @@ pub struct Overrides {
 /// The effective configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The config file consulted (whether or not it exists).
+    /// The config file consulted (whether or not it exists); empty when
+    /// `SIGNALBOX_CONFIG` is set to the empty string (no file at all).
     pub file: PathBuf,
     /// Whether that file exists and was read.
     pub file_loaded: bool,
@@ -255,16 +256,24 @@ impl Config {
         flags: &Overrides,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
+        // SIGNALBOX_CONFIG set but empty means "no config file at all"
+        // (scripts and tests that must not read the user's file).
+        let no_file = flags.config_file.is_none() && env("SIGNALBOX_CONFIG").is_some_and(|v| v.is_empty());
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let (file, explicit) = match (&flags.config_file, env("SIGNALBOX_CONFIG")) {
             (Some(path), _) => (path.clone(), true),
             (None, Some(path)) => (PathBuf::from(path), true),
+            (None, None) if no_file => (PathBuf::new(), false),
             (None, None) => (
                 default_config_file().unwrap_or_else(|| PathBuf::from("signalbox.toml")),
                 false,
             ),
         };
-        let (values, sections, file_loaded) = read_file(&file, explicit)?;
+        let (values, sections, file_loaded) = if no_file {
+            (FileValues::default(), BTreeMap::new(), false)
+        } else {
+            read_file(&file, explicit)?
+        };
         let from_file = |present: bool| {
             if present {
                 Some(Origin::File(file.clone()))
@@ -732,6 +741,15 @@ mod tests {
         assert!(err.to_string().contains("SIGNALBOX_HEALTH_INTERVAL"), "{err}");
         let err = resolve(&flags, &[("SIGNALBOX_MQTT_VERSION", "4")]).expect_err("bad version");
         assert!(err.to_string().contains("3 (MQTT 3.1.1) or 5"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_signalbox_config_means_no_file() {
+        let cfg = resolve(&Overrides::default(), &[("SIGNALBOX_CONFIG", ""), ("SIGNALBOX_STATE_DIR", "/tmp/s")])
+            .expect("resolves");
+        assert!(!cfg.file_loaded);
+        assert_eq!(cfg.file, PathBuf::new());
+        assert_eq!(cfg.env.origin, Origin::Default);
     }
 
     #[test]

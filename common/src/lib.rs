@@ -15,6 +15,8 @@
 //! - [`failed`]: failure records, replay requests and outcomes.
 //! - [`listener`]: the listener runtime (acks, retries, failure records,
 //!   de-duplication via [`seen`], health, replay, roster, replies).
+//! - [`spool`]: the durable publish spool and [`spool::Outbox`], "publish
+//!   confirmed or spool", used by every bridge.
 //! - [`broker`]: the embedded broker (rumqttd) for one host, the demo and tests.
 
 pub mod broker;
@@ -25,6 +27,7 @@ pub mod health;
 pub mod listener;
 pub mod mqtt;
 pub mod seen;
+pub mod spool;
 pub mod topic;
 
 /// The version of signalbox, as reported in health reports and `--version`.

@@ -286,28 +286,13 @@ where
     ];
     control.extend(subscriptions.iter().map(|f| (f.clone(), Qos::AtLeastOnce)));
     let mut state = conn.state_watch();
-    let shutdown = std::pin::pin!(shutdown);
-    let mut shutdown = shutdown;
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => {
-                conn.disconnect().await;
-                return Ok(Summary::default());
-            }
-            result = conn.subscribe(&control, CONFIRM_TIMEOUT) => match result {
-                Ok(_) => break,
-                Err(MqttError::SubscribeRejected { filter, reason }) => {
-                    return Err(ListenerError::InvalidFilter { filter, reason: format!("the broker refused it: {reason}") })
-                }
-                Err(e) => {
-                    tracing::warn!(listener = %options.name, "subscribing failed, retrying: {e}");
-                    let _ = tokio::time::timeout(CONFIRM_TIMEOUT, state.changed()).await;
-                }
-            }
-        }
-    }
-    tracing::info!(listener = %options.name, "listening on {}", subscriptions.join(" "));
-    runtime.publish_health(HealthState::Up);
+    let mut shutdown = std::pin::pin!(shutdown);
+    // Messages queued for a persistent session arrive before the SUBACK:
+    // subscribe in the background and read from the start, or the queue
+    // would stall the connection.
+    let subscribe = subscribe_until_done(runtime.publisher.clone(), control, conn.state_watch(), options.name.clone());
+    tokio::pin!(subscribe);
+    let mut subscribed = false;
 
     let (work_tx, work_rx) = mpsc::channel::<Job>(WORK_QUEUE);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -316,18 +301,31 @@ where
     let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     heartbeat.tick().await;
-    let roster_check = tokio::time::sleep(ROSTER_WAIT);
+    let roster_check = tokio::time::sleep(Duration::from_secs(3600));
     tokio::pin!(roster_check);
     let mut roster_checked = false;
     let mut was_connected = true;
+    let mut failure = None;
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            _ = heartbeat.tick() => {
+            result = &mut subscribe, if !subscribed => match result {
+                Ok(()) => {
+                    subscribed = true;
+                    tracing::info!(listener = %runtime.name, "listening on {}", runtime.subscriptions.join(" "));
+                    runtime.publish_health(HealthState::Up);
+                    roster_check.as_mut().reset(tokio::time::Instant::now() + ROSTER_WAIT);
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            },
+            _ = heartbeat.tick(), if subscribed => {
                 runtime.publish_health(runtime.current_state());
                 runtime.ensure_on_roster();
             }
-            _ = &mut roster_check, if !roster_checked => {
+            _ = &mut roster_check, if subscribed && !roster_checked => {
                 roster_checked = true;
                 runtime.ensure_on_roster();
             }
@@ -363,6 +361,10 @@ where
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     drop(work_tx);
     let _ = worker.await;
+    if let Some(e) = failure {
+        conn.disconnect().await;
+        return Err(e);
+    }
     let report = runtime.report(HealthState::Stopped);
     let _ = runtime
         .publisher
@@ -375,6 +377,29 @@ where
     conn.disconnect().await;
     tracing::info!(listener = %runtime.name, "stopped");
     Ok(Summary { counters })
+}
+
+/// Subscribes, retrying after connection trouble; a refusal by the broker
+/// is final.
+async fn subscribe_until_done(
+    publisher: Publisher,
+    filters: Vec<(String, Qos)>,
+    mut state: tokio::sync::watch::Receiver<ConnState>,
+    name: String,
+) -> Result<(), ListenerError> {
+    loop {
+        match publisher.subscribe(&filters, CONFIRM_TIMEOUT).await {
+            Ok(_) => return Ok(()),
+            Err(MqttError::SubscribeRejected { filter, reason }) => {
+                return Err(ListenerError::InvalidFilter { filter, reason: format!("the broker refused it: {reason}") })
+            }
+            Err(MqttError::Closed) => return Err(ListenerError::Mqtt(MqttError::Closed)),
+            Err(e) => {
+                tracing::warn!(listener = %name, "subscribing failed, retrying: {e}");
+                let _ = tokio::time::timeout(CONFIRM_TIMEOUT, state.changed()).await;
+            }
+        }
+    }
 }
 
 fn validate(options: &ListenerOptions) -> Result<(), ListenerError> {

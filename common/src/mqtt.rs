@@ -475,6 +475,9 @@ impl Confirmation {
 
 enum Command {
     Publish(Publish, oneshot::Sender<Result<(), MqttError>>),
+    /// Many publishes in one command (streaming); a waiter per publish
+    /// only when the caller wants confirmations.
+    PublishBatch(Vec<(Publish, Option<oneshot::Sender<Result<(), MqttError>>>)>),
     Subscribe(Vec<(String, Qos)>, oneshot::Sender<Result<Vec<Qos>, MqttError>>),
     Ack(Arc<AckHandle>),
     Disconnect(oneshot::Sender<()>),
@@ -509,6 +512,28 @@ impl Publisher {
             .await
             .map_err(|_| MqttError::Closed)?;
         Ok(Confirmation { topic, rx })
+    }
+
+    /// Queues many publishes at once (one hand-over for the whole batch:
+    /// what streaming publishers use). With `confirm`, one [`Confirmation`]
+    /// per publish, in order; without, none (QoS 0 fire and forget).
+    pub async fn publish_batch(&self, batch: Vec<Publish>, confirm: bool) -> Result<Vec<Confirmation>, MqttError> {
+        let mut confirmations = Vec::new();
+        let mut items = Vec::with_capacity(batch.len());
+        for publish in batch {
+            if confirm {
+                let (tx, rx) = oneshot::channel();
+                confirmations.push(Confirmation { topic: publish.topic.clone(), rx });
+                items.push((publish, Some(tx)));
+            } else {
+                items.push((publish, None));
+            }
+        }
+        self.commands
+            .send(Command::PublishBatch(items))
+            .await
+            .map_err(|_| MqttError::Closed)?;
+        Ok(confirmations)
     }
 
     /// Publishes and waits up to `timeout` for the broker's confirmation.
@@ -649,13 +674,14 @@ impl Connection {
         (incoming, self.publisher.clone())
     }
 
-    /// Sends DISCONNECT (so no Last Will is published) and waits briefly for
-    /// the driver to finish. Unconfirmed publishes are abandoned: wait for
+    /// Sends DISCONNECT (so no Last Will is published) after everything
+    /// already queued was written, and waits (at most 10 s) for the driver
+    /// to finish. QoS 1 publishes not yet confirmed are abandoned: wait for
     /// their confirmations first.
     pub async fn disconnect(mut self) {
         let (tx, rx) = oneshot::channel();
         if self.publisher.commands.send(Command::Disconnect(tx)).await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), rx).await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         if let Some(handle) = self.driver.take() {
             let _ = tokio::time::timeout(Duration::from_secs(1), handle).await;
@@ -938,6 +964,8 @@ struct Core {
     /// Every filter ever subscribed, renewed when a session is lost.
     subscriptions: Vec<(String, Qos)>,
     disconnect_waiter: Option<oneshot::Sender<()>>,
+    /// DISCONNECT was handed to rumqttc.
+    disconnect_sent: bool,
     /// Set when the next attempt goes to another broker: the client is
     /// rebuilt for it.
     rebuild: bool,
@@ -977,6 +1005,7 @@ impl Driver {
                 subscribe_backlog: VecDeque::new(),
                 subscriptions: Vec::new(),
                 disconnect_waiter: None,
+                disconnect_sent: false,
                 rebuild: false,
             },
         }
@@ -1035,6 +1064,10 @@ impl Driver {
                 self.el.clear_pending();
             }
             core.pump();
+            if core.disconnect_waiter.is_some() && !core.connected {
+                // Asked to disconnect while not connected: nothing to send.
+                break;
+            }
             if !core.commands_open
                 && core.unconfirmed.is_empty()
                 && core.disconnect_waiter.is_none()
@@ -1065,6 +1098,14 @@ impl Core {
                 self.unconfirmed.insert(seq, Unconfirmed { publish, waiter: Some(waiter) });
                 self.backlog.push_back(seq);
             }
+            Command::PublishBatch(batch) => {
+                for (publish, waiter) in batch {
+                    let seq = self.next_seq;
+                    self.next_seq += 1;
+                    self.unconfirmed.insert(seq, Unconfirmed { publish, waiter });
+                    self.backlog.push_back(seq);
+                }
+            }
             Command::Subscribe(filters, waiter) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
@@ -1082,21 +1123,34 @@ impl Core {
                 }
             }
             Command::Disconnect(waiter) => {
+                // Requests queued before the DISCONNECT go out first (QoS 0
+                // streams have no confirmation to wait for); `pump` sends the
+                // DISCONNECT once the backlog is handed over.
                 self.disconnect_waiter = Some(waiter);
                 self.commands_open = false;
-                if !self.connected || !self.sender.try_disconnect() {
-                    self.unconfirmed.clear();
-                }
             }
+        }
+    }
+
+    /// After a requested disconnect: send DISCONNECT once everything queued
+    /// was handed to rumqttc (it keeps the order).
+    fn finish_disconnect(&mut self) {
+        if self.disconnect_waiter.is_some() && !self.disconnect_sent && self.connected && self.backlog.is_empty() {
+            self.disconnect_sent = self.sender.try_disconnect();
         }
     }
 
     /// Hands queued requests to rumqttc, in order, while connected and while
     /// its channel has room.
     fn pump(&mut self) {
-        if !self.connected || self.disconnect_waiter.is_some() {
+        if !self.connected || self.disconnect_sent {
             return;
         }
+        self.pump_requests();
+        self.finish_disconnect();
+    }
+
+    fn pump_requests(&mut self) {
         while self.handed.len() < RUMQTT_CHANNEL_CAP {
             if let Some(seq) = self.subscribe_backlog.front().copied() {
                 let Some(sub) = self.subscribes.get(&seq) else {

@@ -38,8 +38,10 @@ pub fn bin(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let release = target_dir().file_name().is_some_and(|n| n == "release");
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--workspace", "--bins"])
+            .args(release.then_some("--release"))
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
             .expect("run cargo build");
@@ -51,12 +53,15 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 fn target_dir() -> PathBuf {
-    // Test executables live in target/<profile>/deps/.
+    // Test executables live in target/<profile>/deps/, bench binaries in
+    // target/<profile>/.
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .expect("target directory")
+    let dir = exe.parent().expect("directory of the executable");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().map(Path::to_path_buf).expect("target directory")
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// A `Command` for the `signalbox` binary with a private, empty

@@ -131,3 +131,9 @@ fn the_demo_says_honestly_that_it_is_not_built_yet() {
     let out = run_with_limit(signalbox("mqtt://127.0.0.1:1").arg("demo"), LIMIT);
     assert_one_line_error(&out, 2, "comes with a later change");
 }
+
+#[test]
+fn embedded_with_a_command_is_a_usage_error() {
+    let out = run_with_limit(signalbox("mqtt://127.0.0.1:1").args(["--embedded", "tail"]), LIMIT);
+    assert_one_line_error(&out, 2, "--embedded only applies to the console");
+}

@@ -471,3 +471,44 @@ async fn ping_is_answered_and_replies_reach_the_requester() {
     assert_eq!(reply.correlation.as_deref(), Some(&b"corr-1"[..]));
     running.stop().await;
 }
+
+/// Regression: a persistent session with a large queue delivers it before
+/// the SUBACK; the listener must read while it subscribes, or the
+/// connection stalls (seen with the embedded broker and 2,000 queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_queue_waiting_for_a_returning_listener_is_drained() {
+    let broker = embedded_broker();
+    let url = broker.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&url, &state(dir.path()), 1);
+    let count = Arc::new(AtomicU32::new(0));
+    let handler = |c: Arc<AtomicU32>| {
+        move |_d: Delivery| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
+        }
+    };
+    let mut w = watcher(&url, &["signalbox/_health/backlog"]).await;
+    let running = start(&config, options(&config, "backlog", "signalbox/dev/q/#"), handler(count.clone()));
+    wait_health(&mut w, "backlog", HealthState::Up).await;
+    running.stop().await;
+    let p = client(&url, "p-backlog").await;
+    let mut pending = Vec::new();
+    for i in 0..5000 {
+        let e = Envelope::builder("signalbox/dev/q/x", format!("queued {i}")).build().expect("env");
+        pending.push(p.publish(Publish::new("signalbox/dev/q/x", e.to_vec(), Qos::AtLeastOnce, false)).await.expect("queued"));
+    }
+    for c in pending {
+        c.wait(WAIT).await.expect("confirmed");
+    }
+    let running = start(&config, options(&config, "backlog", "signalbox/dev/q/#"), handler(count.clone()));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while count.load(Ordering::SeqCst) < 5000 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 5000, "the whole queue was handled");
+    running.stop().await;
+}

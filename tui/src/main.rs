@@ -5,7 +5,14 @@
 //! documented exit code (0 ok, 1 runtime failure, 2 usage or configuration
 //! error; a broken pipe is not an error).
 
+mod app;
 mod cli;
+mod console;
+mod event;
+mod ingest;
+mod keys;
+mod theme;
+mod views;
 
 use std::process::ExitCode;
 
@@ -13,7 +20,10 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    cli::init_logging(args.global.verbose);
+    // The console owns the screen: log lines on stderr would garble it.
+    if args.command.is_some() {
+        cli::init_logging(args.global.verbose);
+    }
     match cli::run(args) {
         Ok(code) => code,
         Err(err) => {

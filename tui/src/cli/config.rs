@@ -25,6 +25,11 @@ pub fn run(overrides: &Overrides, args: ConfigArgs) -> CliResult {
     let config = Config::resolve(overrides).map_err(CliError::usage)?;
     let rows = config.rows();
     let file_state = if config.file_loaded { "loaded" } else { "not present" };
+    let file_shown = if config.file.as_os_str().is_empty() {
+        "none (SIGNALBOX_CONFIG is empty)".to_string()
+    } else {
+        format!("{} ({file_state})", config.file.display())
+    };
     if args.json {
         let settings: serde_json::Map<String, serde_json::Value> = rows
             .iter()
@@ -39,7 +44,7 @@ pub fn run(overrides: &Overrides, args: ConfigArgs) -> CliResult {
         });
         println!("{doc}");
     } else {
-        println!("config file: {} ({file_state})", config.file.display());
+        println!("config file: {file_shown}");
         let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
         let vwidth = rows.iter().map(|(_, v, _)| v.chars().count()).max().unwrap_or(0);
         for (name, value, origin) in rows {

@@ -91,6 +91,9 @@ pub struct Cli {
     /// The command to run.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Console only: start an embedded broker in-process first (127.0.0.1, a free port unless --broker names one) and connect to it
+    #[arg(long)]
+    pub embedded: bool,
 }
 
 /// Options shared by every command; see `signalbox config`.
@@ -195,10 +198,14 @@ pub fn init_logging(verbose: u8) {
 /// Runs the parsed command line.
 pub fn run(cli: Cli) -> CliResult {
     let Some(command) = cli.command else {
-        return Err(CliError::usage(anyhow::anyhow!(
-            "the operator console is not built yet; use a command: signalbox broker | pub | tail | config (see --help)"
-        )));
+        // No command: the operator console.
+        return crate::console::run(&load(&cli.global.overrides())?, cli.embedded);
     };
+    if cli.embedded {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--embedded only applies to the console (`signalbox --embedded`); for a standalone broker run `signalbox broker`"
+        )));
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

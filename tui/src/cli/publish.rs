@@ -175,8 +175,46 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Lines handed to the connection at once when input is plentiful.
+const BATCH: usize = 256;
+
+/// Turns one input line into a publish, or counts it as skipped (with a
+/// warning naming the line).
+fn shape_line(line: &[u8], fixed_topic: &str, shaper: &Shaper, args: &PubArgs, qos: Qos, stats: &mut StreamStats) -> Option<Publish> {
+    let text = String::from_utf8_lossy(line);
+    let (topic, message) = if args.topic_per_line {
+        match text.split_once([' ', '\t']) {
+            Some((t, m)) => (t.to_string(), m.trim_start().to_string()),
+            None => (text.to_string(), String::new()),
+        }
+    } else {
+        (fixed_topic.to_string(), text.into_owned())
+    };
+    let number = stats.sent + stats.skipped + stats.shaped + 1;
+    if args.topic_per_line {
+        if let Err(e) = topic::validate_topic_name(&topic) {
+            tracing::warn!("skipping line {number}: {e}");
+            stats.skipped += 1;
+            return None;
+        }
+    }
+    match shaper.payload(&topic, &message) {
+        Ok(payload) => {
+            stats.shaped += 1;
+            Some(Publish::new(topic, payload, qos, args.retain))
+        }
+        Err(e) => {
+            tracing::warn!("skipping line {number}: {:#}", e.error);
+            stats.skipped += 1;
+            None
+        }
+    }
+}
+
 #[derive(Default)]
 struct StreamStats {
+    /// Lines turned into publishes but not yet handed over (for numbering).
+    shaped: u64,
     sent: u64,
     failed: u64,
     skipped: u64,
@@ -204,62 +242,51 @@ async fn stream_stdin(
     let mut stdin = BufReader::with_capacity(256 * 1024, tokio::io::stdin());
     let mut line = Vec::with_capacity(4096);
     let mut pending: VecDeque<Confirmation> = VecDeque::new();
+    let mut batch: Vec<Publish> = Vec::with_capacity(BATCH);
     let mut stats = StreamStats::default();
+    // QoS 0 has nothing to confirm: the connection writes the queue out
+    // before it disconnects.
+    let confirm = qos != Qos::AtMostOnce;
+    let fixed_topic = args.topic.clone().unwrap_or_default();
     loop {
         line.clear();
         // read_until keeps reading however long the line is, and returns the
         // last line even without a trailing newline.
         let n = stdin.read_until(b'\n', &mut line).await.context("reading standard input")?;
+        if n > 0 {
+            while matches!(line.last(), Some(b'\n' | b'\r')) {
+                line.pop();
+            }
+            if line.is_empty() {
+                stats.skipped += 1;
+            } else if let Some(publish) = shape_line(&line, &fixed_topic, shaper, args, qos, &mut stats) {
+                batch.push(publish);
+            }
+        }
+        // Hand lines over in batches, and at once whenever the input has
+        // nothing more buffered (so a slow producer's lines go out at once).
+        if !batch.is_empty() && (n == 0 || batch.len() >= BATCH || stdin.buffer().is_empty()) {
+            stats.shaped -= batch.len() as u64;
+            stats.sent += batch.len() as u64;
+            let confirmations = publisher
+                .publish_batch(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), confirm)
+                .await
+                .map_err(CliError::failure)?;
+            pending.extend(confirmations);
+            // Drop what is already confirmed, so memory follows the
+            // in-flight window rather than the length of the input.
+            while let Some(front) = pending.front_mut() {
+                match front.try_result() {
+                    Some(result) => {
+                        stats.record(result);
+                        pending.pop_front();
+                    }
+                    None => break,
+                }
+            }
+        }
         if n == 0 {
             break;
-        }
-        while matches!(line.last(), Some(b'\n' | b'\r')) {
-            line.pop();
-        }
-        if line.is_empty() {
-            stats.skipped += 1;
-            continue;
-        }
-        let text = String::from_utf8_lossy(&line);
-        let (topic, message) = if args.topic_per_line {
-            match text.split_once([' ', '\t']) {
-                Some((t, m)) => (t.to_string(), m.trim_start().to_string()),
-                None => (text.to_string(), String::new()),
-            }
-        } else {
-            (args.topic.clone().unwrap_or_default(), text.into_owned())
-        };
-        if args.topic_per_line {
-            if let Err(e) = topic::validate_topic_name(&topic) {
-                tracing::warn!("skipping line {}: {e}", stats.sent + stats.skipped + 1);
-                stats.skipped += 1;
-                continue;
-            }
-        }
-        let payload = match shaper.payload(&topic, &message) {
-            Ok(p) => p,
-            Err(e) => {
-                tracing::warn!("skipping line {}: {:#}", stats.sent + stats.skipped + 1, e.error);
-                stats.skipped += 1;
-                continue;
-            }
-        };
-        let confirmation = publisher
-            .publish(Publish::new(topic, payload, qos, args.retain))
-            .await
-            .map_err(CliError::failure)?;
-        pending.push_back(confirmation);
-        stats.sent += 1;
-        // Drop what is already confirmed, so memory follows the in-flight
-        // window rather than the length of the input.
-        while let Some(front) = pending.front_mut() {
-            match front.try_result() {
-                Some(result) => {
-                    stats.record(result);
-                    pending.pop_front();
-                }
-                None => break,
-            }
         }
     }
     let deadline = Instant::now() + timeout;

@@ -1,0 +1,5 @@
+//! Outbound listeners (bus → legacy): each runs on the listener runtime of
+//! signalbox-common (acks after processing, retries, failure records,
+//! health, replay) and only says what to do with one message.
+
+pub mod exec;

@@ -1,0 +1,286 @@
+//! `signalbox` with no command: the operator console.
+//!
+//! The loop (the Elm shape of STYLE.md): a terminal-input thread and the
+//! ingest task feed events; the loop applies them with `app::update`,
+//! draining everything pending once per wake-up, hands the resulting
+//! effects to the ingest task (or carries out the local ones: export,
+//! theme), and redraws only when something changed, at most every
+//! [`FRAME`], with a one-second tick for ages and rates. Input is polled
+//! before messages, so a firehose never delays a key by more than a frame.
+//!
+//! The terminal is restored on every exit path: `ratatui::init` installs a
+//! panic hook, and errors pass through the same restore.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context};
+use chrono::{Local, Offset, Utc};
+use crossterm::event::{DisableMouseCapture, EnableMouseCapture};
+use signalbox_common::broker::{BrokerOptions, EmbeddedBroker};
+use signalbox_common::config::{Config, Origin};
+use signalbox_common::mqtt::{BrokerUrl, ConnectOptions};
+use tokio::sync::mpsc;
+
+use crate::app::{update, App, Effect, Limits, Settings};
+use crate::cli::{CliError, CliResult};
+use crate::event::{Event, Outcome};
+use crate::ingest::{self, Identity};
+use crate::keys::KeyMap;
+use crate::theme::Theme;
+
+/// Shortest time between two frames (30 fps at most).
+const FRAME: Duration = Duration::from_millis(33);
+/// Ages, staleness and rates move on this tick.
+const TICK: Duration = Duration::from_secs(1);
+/// Terminal events waiting for the loop.
+const INPUT_CAP: usize = 256;
+
+/// Runs the console until the operator quits.
+pub fn run(config: &Config, embedded: bool) -> CliResult {
+    let theme_table = section(config, "theme")?;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    let env_theme = std::env::var("SIGNALBOX_THEME").ok();
+    let theme = Theme::resolve(theme_table.as_ref(), env_theme.as_deref(), no_color)
+        .map_err(CliError::usage)?;
+    let keys = match section(config, "keys")? {
+        Some(table) => KeyMap::default()
+            .with_overrides(&table)
+            .map_err(CliError::usage)?,
+        None => KeyMap::default(),
+    };
+    let mut options = ConnectOptions::from_config(config, "console").map_err(CliError::usage)?;
+    // After the configuration, so that a bad file is reported anywhere.
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        return Err(CliError::usage(anyhow!(
+            "the console needs a terminal (standard input and output are not one); use `signalbox tail` to print messages"
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(CliError::failure)?;
+    // Kept alive for as long as the console runs (rumqttd cannot be
+    // stopped; it ends with the process).
+    let mut _broker = None;
+    if embedded {
+        let listen = match config.brokers.origin {
+            Origin::Flag => {
+                let url = config
+                    .brokers
+                    .value
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                let parsed = BrokerUrl::parse(url).map_err(CliError::usage)?;
+                let ip = parsed.host.parse().map_err(|_| {
+                    CliError::usage(anyhow!(
+                        "--embedded listens on an IP address; --broker has host {:?}",
+                        parsed.host
+                    ))
+                })?;
+                SocketAddr::new(ip, parsed.port)
+            }
+            _ => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
+        let broker = EmbeddedBroker::start(&BrokerOptions {
+            listen,
+            listen_v5: None,
+        })
+        .context("starting the embedded broker")
+        .map_err(CliError::failure)?;
+        options.brokers = vec![BrokerUrl::parse(&broker.url()).map_err(CliError::failure)?];
+        _broker = Some(broker);
+    }
+    let broker_display = options
+        .brokers
+        .iter()
+        .map(|b| b.display.clone())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let identity = Identity {
+        prefix: config.prefix.value.clone(),
+        env: config.env.value.clone(),
+        user: std::env::var("USER")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| "operator".into()),
+    };
+    let settings = Settings {
+        prefix: config.prefix.value.clone(),
+        env: config.env.value.clone(),
+        broker: broker_display,
+        embedded,
+        limits: Limits::default(),
+        keys,
+        now: Utc::now(),
+        offset: Local::now().offset().fix(),
+    };
+    runtime.block_on(console(settings, options, identity, theme))
+}
+
+/// A table of the config file (`[theme]`, `[keys]`), if present.
+fn section(config: &Config, name: &str) -> Result<Option<toml::Table>, CliError> {
+    match config.sections.get(name) {
+        None => Ok(None),
+        Some(toml::Value::Table(t)) => Ok(Some(t.clone())),
+        Some(_) => Err(CliError::usage(anyhow!(
+            "config file {}: `{name}` must be a table",
+            config.file.display()
+        ))),
+    }
+}
+
+async fn console(
+    settings: Settings,
+    options: ConnectOptions,
+    identity: Identity,
+    theme: Theme,
+) -> CliResult {
+    let (events_tx, events_rx) = mpsc::channel(ingest::CHANNEL_CAP);
+    let ingest = ingest::spawn(options, identity, events_tx);
+    let (input_tx, input_rx) = mpsc::channel(INPUT_CAP);
+    let stop = Arc::new(AtomicBool::new(false));
+    let input = spawn_input(input_tx, stop.clone());
+
+    let mut terminal = ratatui::init();
+    let _ = crossterm::execute!(std::io::stdout(), EnableMouseCapture);
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+        previous(info);
+    }));
+    let size = terminal.size().unwrap_or_default();
+    let mut app = App::new(settings);
+    update(&mut app, Event::Resize(size.width, size.height));
+    let result = event_loop(&mut terminal, &mut app, theme, &ingest, events_rx, input_rx).await;
+    let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
+    ratatui::restore();
+    stop.store(true, Ordering::Relaxed);
+    let _ = input.join();
+    result
+        .map(|()| ExitCode::SUCCESS)
+        .map_err(CliError::failure)
+}
+
+async fn event_loop(
+    terminal: &mut ratatui::DefaultTerminal,
+    app: &mut App,
+    mut theme: Theme,
+    ingest: &ingest::Ingest,
+    mut events: mpsc::Receiver<Event>,
+    mut input: mpsc::Receiver<Event>,
+) -> anyhow::Result<()> {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_draw = Instant::now() - FRAME;
+    let mut ingest_open = true;
+    loop {
+        let next_frame = tokio::time::Instant::from_std(last_draw + FRAME);
+        tokio::select! {
+            // Keys first, then time, then messages: a firehose never
+            // starves the keyboard or the clock.
+            biased;
+            event = input.recv() => match event {
+                Some(event) => update(app, event),
+                None => return Err(anyhow!("the terminal input stopped")),
+            },
+            _ = tick.tick() => update(app, Event::Tick(Utc::now())),
+            _ = tokio::time::sleep_until(next_frame), if app.dirty => {}
+            event = events.recv(), if ingest_open => match event {
+                Some(event) => update(app, event),
+                None => ingest_open = false,
+            },
+        }
+        // Everything already waiting, bounded by the channels' capacity.
+        while let Ok(event) = input.try_recv() {
+            update(app, event);
+        }
+        for _ in 0..ingest::CHANNEL_CAP {
+            match events.try_recv() {
+                Ok(event) => update(app, event),
+                Err(_) => break,
+            }
+        }
+        for effect in app.take_effects() {
+            if let Some(outcome) = carry_out(effect, ingest, &mut theme) {
+                update(app, Event::Outcome(outcome));
+            }
+        }
+        if app.quit {
+            return Ok(());
+        }
+        if app.dirty && last_draw.elapsed() >= FRAME {
+            terminal
+                .draw(|frame| crate::views::draw(frame, app, &theme))
+                .context("drawing the console")?;
+            app.dirty = false;
+            last_draw = Instant::now();
+        }
+    }
+}
+
+/// Carries out an effect: locally (export, theme) or through the ingest
+/// task. Returns an outcome to show at once, if any.
+fn carry_out(effect: Effect, ingest: &ingest::Ingest, theme: &mut Theme) -> Option<Outcome> {
+    match effect {
+        Effect::Export { file, contents } => Some(match std::fs::write(&file, &contents) {
+            Ok(()) => Outcome {
+                ok: true,
+                text: format!("wrote {} bytes to {file}", contents.len()),
+            },
+            Err(e) => Outcome {
+                ok: false,
+                text: format!("cannot write {file}: {e}"),
+            },
+        }),
+        Effect::Theme(name) => Some(match Theme::named(&name) {
+            Ok(t) => {
+                let monochrome = theme.monochrome;
+                *theme = if monochrome { t.without_colour() } else { t };
+                Outcome {
+                    ok: true,
+                    text: format!("theme {name}"),
+                }
+            }
+            Err(e) => Outcome {
+                ok: false,
+                text: e.0,
+            },
+        }),
+        other => (!ingest.send(other)).then(|| Outcome {
+            ok: false,
+            text: "the connection task is busy; try again".into(),
+        }),
+    }
+}
+
+/// Reads terminal events on their own thread (crossterm's read blocks) and
+/// forwards them; stops when `stop` is set or the loop is gone.
+fn spawn_input(tx: mpsc::Sender<Event>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use crossterm::event as ct;
+        while !stop.load(Ordering::Relaxed) {
+            match ct::poll(Duration::from_millis(100)) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(_) => break,
+            }
+            let event = match ct::read() {
+                Ok(ct::Event::Key(key)) => Event::Key(key),
+                Ok(ct::Event::Mouse(mouse)) => Event::Mouse(mouse),
+                Ok(ct::Event::Resize(w, h)) => Event::Resize(w, h),
+                Ok(_) => continue,
+                Err(_) => break,
+            };
+            if tx.blocking_send(event).is_err() {
+                break;
+            }
+        }
+    })
+}
