@@ -50,8 +50,49 @@ const WORK_QUEUE: usize = 4096;
 const ROSTER_WAIT: Duration = Duration::from_millis(500);
 
 /// What a handler returns: `Ok(Some(reply))` to answer a request,
-/// `Ok(None)` when done, `Err(message)` on failure.
-pub type HandlerResult = Result<Option<Bytes>, String>;
+/// `Ok(None)` when done, `Err(…)` on failure.
+pub type HandlerResult = Result<Option<Bytes>, HandlerError>;
+
+/// A handler's failure: what went wrong, and whether trying again in
+/// process could help (a 5xx or a timeout could; a 4xx will not).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    /// The error, for the failure record and the health report.
+    pub message: String,
+    /// Whether the runtime should retry in process before recording it.
+    pub retry: bool,
+}
+
+impl HandlerError {
+    /// A failure worth retrying.
+    pub fn transient(message: impl Into<String>) -> HandlerError {
+        HandlerError { message: message.into(), retry: true }
+    }
+
+    /// A failure that retrying will not fix: recorded at once (a replay
+    /// after the cause is fixed still runs it again).
+    pub fn permanent(message: impl Into<String>) -> HandlerError {
+        HandlerError { message: message.into(), retry: false }
+    }
+}
+
+impl From<String> for HandlerError {
+    fn from(message: String) -> Self {
+        HandlerError::transient(message)
+    }
+}
+
+impl From<&str> for HandlerError {
+    fn from(message: &str) -> Self {
+        HandlerError::transient(message)
+    }
+}
+
+impl std::fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
 
 /// One message given to a handler.
 #[derive(Debug, Clone)]
@@ -627,7 +668,7 @@ async fn run_handler<H, Fut>(
     base: Delivery,
     tries: u32,
     stop: &std::sync::atomic::AtomicBool,
-) -> HandlerResult
+) -> Result<Option<Bytes>, String>
 where
     H: Fn(Delivery) -> Fut,
     Fut: Future<Output = HandlerResult>,
@@ -639,8 +680,11 @@ where
         match handler(d).await {
             Ok(reply) => return Ok(reply),
             Err(e) => {
-                last = one_line(&e);
+                last = one_line(&e.message);
                 tracing::debug!(listener = %runtime.name, id = %base.id, attempt, "handler failed: {last}");
+                if !e.retry {
+                    break;
+                }
                 if attempt < tries && !stop.load(std::sync::atomic::Ordering::SeqCst) {
                     let wait = runtime
                         .options

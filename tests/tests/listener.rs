@@ -126,7 +126,7 @@ async fn a_handler_failing_twice_then_succeeding_leaves_no_record() {
         let t = t.clone();
         async move {
             if t.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err("transient".to_string())
+                Err("transient".into())
             } else {
                 Ok(None)
             }
@@ -175,7 +175,7 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed() {
             if f.load(Ordering::SeqCst) || d.summary() == "fine" {
                 Ok(None)
             } else {
-                Err(format!("cannot handle {}", d.summary()))
+                Err(format!("cannot handle {}", d.summary()).into())
             }
         }
     });

@@ -31,7 +31,7 @@ fn spawn_listener(config: &Config, name: &str, filter: &str, fixed: Arc<AtomicBo
                 if fixed.load(Ordering::SeqCst) {
                     Ok(Some(Bytes::from(format!("done: {}", d.summary()))))
                 } else {
-                    Err("webhook answered 503".to_string())
+                    Err("webhook answered 503".into())
                 }
             }
         };

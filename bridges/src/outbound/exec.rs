@@ -228,7 +228,7 @@ impl Runner {
                     let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
                 }
                 let _ = child.kill().await;
-                return Err(format!("timed out after {:.1} s", self.timeout.as_secs_f64()));
+                return Err(format!("timed out after {:.1} s", self.timeout.as_secs_f64()).into());
             }
         };
         let _ = writer.await;
@@ -244,7 +244,7 @@ impl Runner {
         };
         let tail = String::from_utf8_lossy(&stderr);
         let tail = tail.trim();
-        Err(if tail.is_empty() { how } else { format!("{how}: {tail}") })
+        Err(if tail.is_empty() { how } else { format!("{how}: {tail}") }.into())
     }
 }
 
