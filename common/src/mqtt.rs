@@ -405,8 +405,21 @@ pub struct Message {
     ack: Option<Arc<AckHandle>>,
 }
 
+/// What acknowledges one received message: the packet, and its place in
+/// the order of receipt (acks must go out in that order: MQTT 3.1.1 §4.6;
+/// rumqttd drops a client that acks out of order).
 #[derive(Debug)]
-enum AckHandle {
+struct AckHandle {
+    /// Receipt order (assigned by the driver).
+    seq: u64,
+    /// The connection the message came on; acks for an older one are void
+    /// (the broker redelivers those messages).
+    epoch: u64,
+    packet: AckPacket,
+}
+
+#[derive(Debug)]
+enum AckPacket {
     V4(rumqttc::Publish),
     V5(r5::mqttbytes::v5::Publish),
 }
@@ -705,7 +718,7 @@ enum Loop {
 /// What the driver needs to know of an event, for both protocols.
 enum Ev {
     ConnAck { session_present: bool, refused: Option<String> },
-    Incoming(Message),
+    Incoming(Message, Option<AckPacket>),
     PubAck { pkid: u16, rejected: Option<String> },
     SubAck { pkid: u16, granted: Vec<Result<Qos, String>> },
     OutgoingPublish(u16),
@@ -781,11 +794,11 @@ impl Sender {
     }
 
     fn try_ack(&self, handle: &AckHandle) {
-        match (self, handle) {
-            (Sender::V4(c), AckHandle::V4(p)) => {
+        match (self, &handle.packet) {
+            (Sender::V4(c), AckPacket::V4(p)) => {
                 let _ = c.try_ack(p);
             }
-            (Sender::V5(c), AckHandle::V5(p)) => {
+            (Sender::V5(c), AckPacket::V5(p)) => {
                 let _ = c.try_ack(p);
             }
             _ => {}
@@ -824,7 +837,7 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
             refused: (ack.code != rumqttc::ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
         },
         Event::Incoming(Packet::Publish(p)) => {
-            let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce).then(|| Arc::new(AckHandle::V4(p.clone())));
+            let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce).then(|| AckPacket::V4(p.clone()));
             Ev::Incoming(Message {
                 topic: p.topic,
                 payload: p.payload,
@@ -833,8 +846,8 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
                 dup: p.dup,
                 response_topic: None,
                 correlation: None,
-                ack,
-            })
+                ack: None,
+            }, ack)
         }
         Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck { pkid: ack.pkid, rejected: None },
         Event::Incoming(Packet::SubAck(ack)) => Ev::SubAck {
@@ -865,7 +878,7 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
             refused: (ack.code != ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
         },
         Event::Incoming(Packet::Publish(p)) => {
-            let ack = (manual_acks && p.qos != r5::mqttbytes::QoS::AtMostOnce).then(|| Arc::new(AckHandle::V5(p.clone())));
+            let ack = (manual_acks && p.qos != r5::mqttbytes::QoS::AtMostOnce).then(|| AckPacket::V5(p.clone()));
             let (response_topic, correlation) = match &p.properties {
                 Some(props) => (props.response_topic.clone(), props.correlation_data.clone()),
                 None => (None, None),
@@ -878,8 +891,8 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
                 dup: p.dup,
                 response_topic,
                 correlation,
-                ack,
-            })
+                ack: None,
+            }, ack)
         }
         Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck {
             pkid: ack.pkid,
@@ -966,6 +979,14 @@ struct Core {
     disconnect_waiter: Option<oneshot::Sender<()>>,
     /// DISCONNECT was handed to rumqttc.
     disconnect_sent: bool,
+    /// Manual acks: receipt sequence numbers not yet acknowledged, in
+    /// order, and the acks given for some of them (sent once every earlier
+    /// one was given too).
+    ack_order: VecDeque<u64>,
+    acks_ready: HashMap<u64, Arc<AckHandle>>,
+    next_receipt: u64,
+    /// Counts connections; acks of messages from an older one are dropped.
+    epoch: u64,
     /// Set when the next attempt goes to another broker: the client is
     /// rebuilt for it.
     rebuild: bool,
@@ -1006,6 +1027,10 @@ impl Driver {
                 subscriptions: Vec::new(),
                 disconnect_waiter: None,
                 disconnect_sent: false,
+                ack_order: VecDeque::new(),
+                acks_ready: HashMap::new(),
+                next_receipt: 0,
+                epoch: 0,
                 rebuild: false,
             },
         }
@@ -1118,8 +1143,9 @@ impl Core {
                 self.subscribe_backlog.push_back(seq);
             }
             Command::Ack(handle) => {
-                if self.connected {
-                    self.sender.try_ack(&handle);
+                if handle.epoch == self.epoch && self.ack_order.contains(&handle.seq) {
+                    self.acks_ready.insert(handle.seq, handle);
+                    self.flush_acks();
                 }
             }
             Command::Disconnect(waiter) => {
@@ -1129,6 +1155,17 @@ impl Core {
                 self.disconnect_waiter = Some(waiter);
                 self.commands_open = false;
             }
+        }
+    }
+
+    /// Sends the acks that are next in receipt order.
+    fn flush_acks(&mut self) {
+        while let Some(front) = self.ack_order.front().copied() {
+            let Some(handle) = self.acks_ready.remove(&front) else { break };
+            if self.connected {
+                self.sender.try_ack(&handle);
+            }
+            self.ack_order.pop_front();
         }
     }
 
@@ -1250,7 +1287,13 @@ impl Core {
                     }
                 }
             }
-            Ev::Incoming(message) => {
+            Ev::Incoming(mut message, packet) => {
+                if let Some(packet) = packet {
+                    let seq = self.next_receipt;
+                    self.next_receipt += 1;
+                    self.ack_order.push_back(seq);
+                    message.ack = Some(Arc::new(AckHandle { seq, epoch: self.epoch, packet }));
+                }
                 // Deliver, but keep serving commands while the consumer is
                 // slow, so a consumer that publishes cannot deadlock.
                 let message = match self.incoming.try_send(message) {
@@ -1322,6 +1365,10 @@ impl Core {
     /// meanwhile) and try the next broker. False ends the driver.
     async fn lost(&mut self, err: PollError) -> bool {
         self.connected = false;
+        // Unacknowledged messages come again on the next connection.
+        self.epoch += 1;
+        self.ack_order.clear();
+        self.acks_ready.clear();
         if self.disconnect_waiter.is_some() {
             return false;
         }

@@ -194,3 +194,38 @@ async fn connect_errors_name_the_broker_and_the_reason() {
     let err = Connection::connect(o).await.err().expect("no CA file");
     assert!(err.to_string().contains("cannot read CA file /nonexistent/ca.pem"), "{err}");
 }
+
+/// Regression: acks given out of order (a listener acks control messages at
+/// once and work after processing) go out in receipt order; rumqttd drops a
+/// client whose PUBACKs are out of order (MQTT 3.1.1 §4.6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_acks_go_out_in_receipt_order() {
+    let broker = embedded_broker();
+    let url = broker.url();
+    let mut o = ConnectOptions::for_url(&url, "ordered-acks").expect("url");
+    o.clean_session = false;
+    o.manual_acks = true;
+    let mut sub = Connection::connect(o).await.expect("connect");
+    sub.subscribe(&[("o/#".into(), Qos::AtLeastOnce)], WAIT).await.expect("sub");
+    let mut state = sub.state_watch();
+    let publisher = connect(&url, "ordered-pub", Protocol::V311).await;
+    for i in 0..3 {
+        publisher
+            .publish_confirmed(Publish::new("o/x", format!("m{i}"), Qos::AtLeastOnce, false), WAIT)
+            .await
+            .expect("confirmed");
+    }
+    let got = [recv(&mut sub).await, recv(&mut sub).await, recv(&mut sub).await];
+    for m in got.iter().rev() {
+        sub.ack(m).await.expect("ack");
+    }
+    publisher
+        .publish_confirmed(Publish::new("o/x", "m3", Qos::AtLeastOnce, false), WAIT)
+        .await
+        .expect("confirmed");
+    let fourth = recv(&mut sub).await;
+    assert_eq!(&fourth.payload[..], b"m3", "no redelivery: the acks were accepted");
+    sub.ack(&fourth).await.expect("ack");
+    let dropped = tokio::time::timeout(Duration::from_millis(500), state.wait_for(|s| !matches!(s, ConnState::Connected { .. }))).await;
+    assert!(dropped.is_err(), "the broker kept the connection");
+}

@@ -7,6 +7,7 @@
 
 mod app;
 mod cli;
+mod demo;
 mod console;
 mod event;
 mod ingest;
@@ -20,8 +21,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    // The console owns the screen: log lines on stderr would garble it.
-    if args.command.is_some() {
+    // The console owns the screen: log lines on stderr would garble it (the
+    // demo logs to a file in its work directory while the console runs).
+    if matches!(args.command, Some(ref c) if !matches!(c, cli::Command::Demo(_))) {
         cli::init_logging(args.global.verbose);
     }
     match cli::run(args) {

@@ -1,6 +1,7 @@
 //! The non-interactive commands of `signalbox`: flag definitions, the shared
 //! options, and dispatch. One file per command.
 
+mod bridge;
 mod broker;
 mod config;
 mod discover;
@@ -174,15 +175,26 @@ pub enum Command {
     Failed(failed::FailedArgs),
     /// Show the effective configuration and where each value came from
     Config(config::ConfigArgs),
-    /// The guided demo of a whole simulated infrastructure (not built yet)
-    Demo,
+    /// The guided demo: a simulated infrastructure on real bridges and listeners, in the console
+    Demo(crate::demo::DemoArgs),
+    /// The bridges of signalbox-bridge, from this binary (`signalbox bridge git …`)
+    #[command(hide = true)]
+    Bridge(bridge::BridgeArgs),
 }
 
 /// Sets up logging on stderr: warnings by default, more with -v, or the
 /// filter in SIGNALBOX_LOG.
 pub fn init_logging(verbose: u8) {
+    init_logging_to(verbose, std::io::stderr);
+}
+
+/// Sets up logging like [`init_logging`], into `writer` (e.g. a file).
+pub fn init_logging_to<W>(verbose: u8, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let default = match verbose {
-        0 => "warn,rumqttd=error",
+        0 => "warn,rumqttd=off",
         1 => "info,rumqttd=warn",
         _ => "debug",
     };
@@ -190,7 +202,7 @@ pub fn init_logging(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_target(false)
         .try_init();
 }
@@ -206,6 +218,12 @@ pub fn run(cli: Cli) -> CliResult {
             "--embedded only applies to the console (`signalbox --embedded`); for a standalone broker run `signalbox broker`"
         )));
     }
+    // These run their own runtimes (bridges, the demo's console).
+    let command = match command {
+        Command::Bridge(args) => return bridge::run(args),
+        Command::Demo(args) => return crate::demo::run(&load(&cli.global.overrides())?, args),
+        other => other,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -221,9 +239,7 @@ pub fn run(cli: Cli) -> CliResult {
             Command::Request(args) => request::run(&load(&overrides)?, args).await,
             Command::Health(args) => health::run(&load(&overrides)?, args).await,
             Command::Failed(args) => failed::run(&load(&overrides)?, args).await,
-            Command::Demo => Err(CliError::usage(anyhow::anyhow!(
-                "`signalbox demo` comes with a later change; meanwhile run `signalbox broker` and try `signalbox tail` with `signalbox pub` (see README)"
-            ))),
+            Command::Demo(_) | Command::Bridge(_) => Err(CliError::failure(anyhow::anyhow!("internal: demo and bridge run before the runtime"))),
         }
     })
 }
