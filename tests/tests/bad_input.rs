@@ -127,9 +127,11 @@ fn config_shows_each_value_with_its_source_and_masks_secrets() {
 }
 
 #[test]
-fn the_demo_says_honestly_that_it_is_not_built_yet() {
+fn the_demo_without_a_terminal_points_to_headless() {
     let out = run_with_limit(signalbox("mqtt://127.0.0.1:1").arg("demo"), LIMIT);
-    assert_one_line_error(&out, 2, "comes with a later change");
+    assert_one_line_error(&out, 2, "use `signalbox demo --headless`");
+    let out = run_with_limit(signalbox("mqtt://127.0.0.1:1").args(["demo", "--headless", "--speed", "0"]), LIMIT);
+    assert_one_line_error(&out, 2, "--speed must be between 0 and 100");
 }
 
 #[test]
