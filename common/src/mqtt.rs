@@ -486,11 +486,14 @@ impl Confirmation {
     }
 }
 
+/// Resolves a publish's [`Confirmation`].
+type Waiter = oneshot::Sender<Result<(), MqttError>>;
+
 enum Command {
     Publish(Publish, oneshot::Sender<Result<(), MqttError>>),
     /// Many publishes in one command (streaming); a waiter per publish
     /// only when the caller wants confirmations.
-    PublishBatch(Vec<(Publish, Option<oneshot::Sender<Result<(), MqttError>>>)>),
+    PublishBatch(Vec<(Publish, Option<Waiter>)>),
     Subscribe(Vec<(String, Qos)>, oneshot::Sender<Result<Vec<Qos>, MqttError>>),
     Ack(Arc<AckHandle>),
     Disconnect(oneshot::Sender<()>),
@@ -718,7 +721,8 @@ enum Loop {
 /// What the driver needs to know of an event, for both protocols.
 enum Ev {
     ConnAck { session_present: bool, refused: Option<String> },
-    Incoming(Message, Option<AckPacket>),
+    // Boxed: a message is far larger than the other events.
+    Incoming(Box<(Message, Option<AckPacket>)>),
     PubAck { pkid: u16, rejected: Option<String> },
     SubAck { pkid: u16, granted: Vec<Result<Qos, String>> },
     OutgoingPublish(u16),
@@ -838,7 +842,7 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
         },
         Event::Incoming(Packet::Publish(p)) => {
             let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce).then(|| AckPacket::V4(p.clone()));
-            Ev::Incoming(Message {
+            Ev::Incoming(Box::new((Message {
                 topic: p.topic,
                 payload: p.payload,
                 qos: qos_from_v4(p.qos),
@@ -847,7 +851,7 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
                 response_topic: None,
                 correlation: None,
                 ack: None,
-            }, ack)
+            }, ack)))
         }
         Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck { pkid: ack.pkid, rejected: None },
         Event::Incoming(Packet::SubAck(ack)) => Ev::SubAck {
@@ -883,7 +887,7 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
                 Some(props) => (props.response_topic.clone(), props.correlation_data.clone()),
                 None => (None, None),
             };
-            Ev::Incoming(Message {
+            Ev::Incoming(Box::new((Message {
                 topic: String::from_utf8_lossy(&p.topic).into_owned(),
                 payload: p.payload,
                 qos: qos_from_v5(p.qos),
@@ -892,7 +896,7 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
                 response_topic,
                 correlation,
                 ack: None,
-            }, ack)
+            }, ack)))
         }
         Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck {
             pkid: ack.pkid,
@@ -1287,7 +1291,8 @@ impl Core {
                     }
                 }
             }
-            Ev::Incoming(mut message, packet) => {
+            Ev::Incoming(incoming) => {
+                let (mut message, packet) = *incoming;
                 if let Some(packet) = packet {
                     let seq = self.next_receipt;
                     self.next_receipt += 1;

@@ -200,6 +200,15 @@ fn print_summary(s: &serde_json::Value) {
     }
 }
 
+/// One event of a simulated system.
+struct SystemEvent<'a> {
+    topic: String,
+    summary: String,
+    severity: Severity,
+    agent: &'a str,
+    body: serde_json::Value,
+}
+
 /// The simulation and what it started.
 struct Sim {
     exe: PathBuf,
@@ -477,15 +486,16 @@ impl Sim {
         })
     }
 
-    async fn publish(&self, p: &Publisher, topic: String, summary: String, severity: Severity, agent: &str, body: serde_json::Value, retain: bool) -> anyhow::Result<()> {
-        let bridge = topic.split('/').nth(2).unwrap_or("demo").to_string();
-        let e = Envelope::builder(topic.clone(), summary)
-            .severity(severity)
+    /// Publishes one event of a simulated system; `retain` for states.
+    async fn publish(&self, p: &Publisher, event: SystemEvent<'_>, retain: bool) -> anyhow::Result<()> {
+        let bridge = event.topic.split('/').nth(2).unwrap_or("demo").to_string();
+        let e = Envelope::builder(event.topic.clone(), event.summary)
+            .severity(event.severity)
             .bridge(bridge)
-            .agent(agent)
-            .body(body)
+            .agent(event.agent)
+            .body(event.body)
             .build()?;
-        p.publish_confirmed(Publish::new(topic, Bytes::from(e.to_vec()), Qos::AtLeastOnce, retain), Duration::from_secs(10))
+        p.publish_confirmed(Publish::new(event.topic, Bytes::from(e.to_vec()), Qos::AtLeastOnce, retain), Duration::from_secs(10))
             .await?;
         Ok(())
     }
@@ -495,17 +505,30 @@ impl Sim {
         let package = d.topic.split('/').nth(3).unwrap_or("unknown").to_string();
         let who = commit.agent.clone().unwrap_or_else(|| "koji".into());
         let build = format!("{package}-{}", self.rng(|r| r.u32(100..999)));
-        self.publish(p, self.topic("koji", &["build", &package], "started"), format!("build {build} started for {who}"), Severity::Info, &who, serde_json::json!({"package": package, "nvr": build}), false).await?;
+        self.publish(
+            p,
+            SystemEvent {
+                topic: self.topic("koji", &["build", &package], "started"),
+                summary: format!("build {build} started for {who}"),
+                severity: Severity::Info,
+                agent: &who,
+                body: serde_json::json!({"package": package, "nvr": build}),
+            },
+            false,
+        )
+        .await?;
         tokio::time::sleep(self.every(2.0)).await;
         let ok = self.rng(|r| r.f64()) > 0.15;
         let (event, severity, text) = if ok { ("complete", Severity::Info, "completed") } else { ("failed", Severity::Error, "FAILED") };
         self.publish(
             p,
-            self.topic("koji", &["build", &package], event),
-            format!("build {build} {text}"),
-            severity,
-            &who,
-            serde_json::json!({"package": package, "nvr": build, "owner": who}),
+            SystemEvent {
+                topic: self.topic("koji", &["build", &package], event),
+                summary: format!("build {build} {text}"),
+                severity,
+                agent: &who,
+                body: serde_json::json!({"package": package, "nvr": build, "owner": who}),
+            },
             true,
         )
         .await?;
@@ -521,11 +544,13 @@ impl Sim {
         let (severity, verdict) = if passed { (Severity::Info, "PASSED") } else { (Severity::Warning, "FAILED rpmlint") };
         self.publish(
             p,
-            self.topic("qa", &[&package], "result"),
-            format!("QA of {nvr}: {verdict}"),
-            severity,
-            "autoqa",
-            serde_json::json!({"nvr": nvr, "passed": passed}),
+            SystemEvent {
+                topic: self.topic("qa", &[&package], "result"),
+                summary: format!("QA of {nvr}: {verdict}"),
+                severity,
+                agent: "autoqa",
+                body: serde_json::json!({"nvr": nvr, "passed": passed}),
+            },
             true,
         )
         .await?;
@@ -631,11 +656,13 @@ impl Sim {
         let package = owners[i].0.clone();
         self.publish(
             p,
-            self.topic("pkgdb", &[&package], "owner"),
-            format!("{package} now owned by {name} (was {old})"),
-            Severity::Info,
-            "pkgdb-admin",
-            serde_json::json!({"package": package, "owner": login, "owner_email": format!("{login}@example.org"), "previous": old}),
+            SystemEvent {
+                topic: self.topic("pkgdb", &[&package], "owner"),
+                summary: format!("{package} now owned by {name} (was {old})"),
+                severity: Severity::Info,
+                agent: "pkgdb-admin",
+                body: serde_json::json!({"package": package, "owner": login, "owner_email": format!("{login}@example.org"), "previous": old}),
+            },
             true,
         )
         .await

@@ -86,7 +86,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => value * 3600.0,
         _ => return Err(format!("unknown unit in {text:?}: use ms, s, m or h")),
     };
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 86_400.0 {
+    if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
         return Err(format!("{text:?} is out of range (0 to 24h)"));
     }
     Ok(Duration::from_secs_f64(seconds))
