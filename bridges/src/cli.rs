@@ -18,11 +18,9 @@ pub const EXIT_DATAERR: u8 = 65;
 /// MTA) should try again later.
 pub const EXIT_TEMPFAIL: u8 = 75;
 
-/// Options shared by every command; see `signalbox config`.
-///
-/// Kept identical, flag for flag and in its help, to `GlobalArgs` in
-/// `tui/src/cli/mod.rs`: clap types cannot live in signalbox-common (it has
-/// no clap), and a crate just for this struct would cost more than it saves.
+/// Options shared by every command of both binaries (`signalbox` uses this
+/// struct too); see `signalbox config`. clap types cannot live in
+/// signalbox-common, which has no clap.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
     /// Config file [env: SIGNALBOX_CONFIG] [default: ~/.config/signalbox/config.toml]

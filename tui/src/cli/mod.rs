@@ -11,10 +11,9 @@ mod publish;
 mod request;
 mod tail;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use signalbox_common::config::{Config, Overrides};
 use signalbox_common::mqtt::{ConnectOptions, Connection};
 
@@ -97,65 +96,9 @@ pub struct Cli {
     pub embedded: bool,
 }
 
-/// Options shared by every command; see `signalbox config`.
-#[derive(Debug, Args)]
-pub struct GlobalArgs {
-    /// Config file [env: SIGNALBOX_CONFIG] [default: ~/.config/signalbox/config.toml]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Broker URL(s), comma-separated for failover: mqtt://host:port or mqtts://… [env: SIGNALBOX_BROKER] [default: mqtt://127.0.0.1:1883]
-    #[arg(long, global = true, value_name = "URL")]
-    pub broker: Option<String>,
-    /// Deployment environment, the second topic level [env: SIGNALBOX_ENV] [default: dev]
-    #[arg(long, global = true, value_name = "NAME")]
-    pub env: Option<String>,
-    /// Topic prefix, the first topic level [env: SIGNALBOX_PREFIX] [default: signalbox]
-    #[arg(long, global = true, value_name = "PREFIX")]
-    pub prefix: Option<String>,
-    /// State directory (spool, seen-sets) [env: SIGNALBOX_STATE_DIR]
-    #[arg(long, global = true, value_name = "DIR")]
-    pub state_dir: Option<PathBuf>,
-    /// Spool directory [env: SIGNALBOX_SPOOL] [default: STATE_DIR/spool]
-    #[arg(long, global = true, value_name = "DIR")]
-    pub spool: Option<PathBuf>,
-    /// MQTT client id [env: SIGNALBOX_CLIENT_ID] [default: generated]
-    #[arg(long, global = true, value_name = "ID")]
-    pub client_id: Option<String>,
-    /// Broker user name [env: SIGNALBOX_USERNAME]
-    #[arg(long, global = true, value_name = "USER")]
-    pub username: Option<String>,
-    /// File holding the broker password [env: SIGNALBOX_PASSWORD_FILE; or SIGNALBOX_PASSWORD]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub password_file: Option<PathBuf>,
-    /// CA certificate (PEM) for mqtts:// [env: SIGNALBOX_CA_FILE] [default: system roots]
-    #[arg(long, global = true, value_name = "FILE")]
-    pub ca_file: Option<PathBuf>,
-    /// MQTT protocol version: 3 (3.1.1) or 5 [env: SIGNALBOX_MQTT_VERSION] [default: 3]
-    #[arg(long, global = true, value_name = "3|5")]
-    pub mqtt_version: Option<u8>,
-    /// More log output on stderr (-v info, -vv debug); or SIGNALBOX_LOG=filter
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-}
-
-impl GlobalArgs {
-    fn overrides(&self) -> Overrides {
-        Overrides {
-            config_file: self.config.clone(),
-            broker: self.broker.clone(),
-            env: self.env.clone(),
-            prefix: self.prefix.clone(),
-            state_dir: self.state_dir.clone(),
-            spool: self.spool.clone(),
-            health_interval: None,
-            client_id: self.client_id.clone(),
-            username: self.username.clone(),
-            password_file: self.password_file.clone(),
-            ca_file: self.ca_file.clone(),
-            mqtt_version: self.mqtt_version,
-        }
-    }
-}
+/// Options shared by every command; see `signalbox config`. The same
+/// struct as `signalbox-bridge`'s, so that both binaries take the same flags.
+pub use signalbox_bridges::cli::GlobalArgs;
 
 /// The commands of `signalbox`.
 #[derive(Debug, Subcommand)]
