@@ -353,12 +353,7 @@ pub fn default_client_id(role: &str) -> String {
 
 /// This machine's host name, or `localhost` when it cannot be read.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "localhost".to_string())
+    crate::envelope::local_hostname().unwrap_or("localhost").to_string()
 }
 
 /// The state of a connection, for status lines and health reports.
