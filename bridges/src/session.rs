@@ -105,7 +105,17 @@ impl Session {
     /// Flushes what is left while time remains, publishes the health report
     /// of `health_name` (best effort, never failing the run) and
     /// disconnects. Returns the spool depth.
-    pub async fn close(mut self, health_name: &str) -> u64 {
+    pub async fn close(self, health_name: &str) -> u64 {
+        self.close_with(health_name, serde_json::Map::new()).await
+    }
+
+    /// [`Session::close`] with fields of this bridge added to the health
+    /// report (the RSS bridge's per-feed status).
+    pub async fn close_with(
+        mut self,
+        health_name: &str,
+        extra: serde_json::Map<String, serde_json::Value>,
+    ) -> u64 {
         let depth = self.outbox.finish().await;
         if let Some(publisher) = self.outbox.publisher() {
             let mut report =
@@ -115,6 +125,7 @@ impl Session {
             report.last_run = Some(report.last_seen);
             report.spool_depth = Some(depth);
             report.last_error = self.outbox.broker_error().map(str::to_string);
+            report.extra = extra;
             let topic = topic::health_topic(&self.config.prefix.value, health_name);
             let publish = Publish::new(topic, Bytes::from(report.to_vec()), Qos::AtLeastOnce, true);
             if let Err(e) = publisher.publish_confirmed(publish, HEALTH_TIMEOUT).await {

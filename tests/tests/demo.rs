@@ -1,6 +1,7 @@
 //! `signalbox demo --headless`: every simulated system produces messages
 //! through the real bridges, the alias/ACL files are regenerated from the
-//! package database, failed messages are recorded and a replay clears some.
+//! package database, mail lands in the Maildir, the RSS file parses, failed
+//! messages are recorded and a replay clears some.
 
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ fn a_headless_demo_exercises_every_part() {
     for system in ["git", "koji", "qa", "pkgdb", "mail", "cron"] {
         assert!(s["messages"][system].as_u64().unwrap_or(0) > 0, "{system} produced messages: {s}");
     }
-    for listener in ["koji", "qa", "aliases", "bugzilla-hook"] {
+    for listener in ["koji", "qa", "aliases", "bugzilla-hook", "mail-notify", "feed-writer"] {
         let state = s["listeners"][listener].as_str().unwrap_or("missing");
         assert!(["up", "degraded"].contains(&state), "{listener} is running: {state}");
     }
@@ -38,5 +39,14 @@ fn a_headless_demo_exercises_every_part() {
     // The flaky hook filled Failed, and the operator's replay cleared some.
     assert!(s["failed_records"].as_u64().unwrap_or(0) > 0, "{s}");
     assert!(s["replays"]["replayed"].as_u64().unwrap_or(0) > 0, "{s}");
+    // Mail went to the Maildir; the RSS file of commits and builds parses.
+    let mails: Vec<_> = std::fs::read_dir(dir.path().join("mail/new")).expect("maildir").flatten().collect();
+    assert!(!mails.is_empty(), "mail in the Maildir");
+    let mail = std::fs::read(mails[0].path()).expect("a mail");
+    let parsed = mail_parser::MessageParser::default().parse(&mail).expect("a mail that parses");
+    assert!(parsed.subject().is_some_and(|s| !s.is_empty()));
+    let feed = std::fs::read(dir.path().join("out/feed.xml")).expect("feed file");
+    let feed = feed_rs::parser::parse(&feed[..]).expect("the RSS file parses");
+    assert!(!feed.entries.is_empty(), "the feed has entries");
     assert!(dir.path().join("summary.json").exists());
 }

@@ -27,7 +27,7 @@ use bytes::Bytes;
 use clap::Args;
 use signalbox_common::broker::{BrokerOptions, EmbeddedBroker};
 use signalbox_common::config::{Config, Overrides};
-use signalbox_common::envelope::{Envelope, Severity};
+use signalbox_common::envelope::{Envelope, Payload, Severity};
 use signalbox_common::failed::{Outcome, ReplayOutcome, ReplayRequest};
 use signalbox_common::health::HealthReport;
 use signalbox_common::listener::{self, Delivery, ListenerOptions};
@@ -314,7 +314,11 @@ impl Sim {
     }
 
     fn spawn_listener(&self, name: &str, args: &[&str]) -> anyhow::Result<()> {
-        let mut full = vec!["exec", "--name", name];
+        self.spawn_listener_kind("exec", name, args)
+    }
+
+    fn spawn_listener_kind(&self, kind: &str, name: &str, args: &[&str]) -> anyhow::Result<()> {
+        let mut full = vec![kind, "--name", name];
         full.extend_from_slice(args);
         let child = self.bridge(&full).spawn().with_context(|| format!("starting listener {name}"))?;
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
@@ -365,17 +369,27 @@ impl Sim {
             out = self.dir.join("out").display()
         );
         self.spawn_listener("aliases", &["--filter", "signalbox/demo/pkgdb/#", "--debounce", "1s", "--", "sh", "-c", &aliases_script])?;
-        // The bug tracker's hook "answers 503" for about one commit in five
-        // (by the id's last hex digit), and for one replay in sixteen.
-        let hook_script = format!(
-            "d=$(printf %s \"$SIGNALBOX_ID\" | tail -c 1); r=$(printf %s \"$SIGNALBOX_ID\" | tail -c 2 | head -c 1); \
-             if [ \"$SIGNALBOX_REPLAY\" = 1 ]; then bad=$( [ \"$r\" = 0 ] && echo 1 ); \
-             else case \"$d\" in 0|1|2) bad=1;; esac; fi; \
-             if [ -n \"$bad\" ]; then echo \"bugzilla: 503 Service Unavailable\" >&2; exit 1; fi; \
-             echo \"$SIGNALBOX_SUMMARY\" >> {}/bugzilla-comments.log",
-            self.dir.join("out").display()
-        );
-        self.spawn_listener("bugzilla-hook", &["--filter", "signalbox/demo/git/+/commit", "--retries", "1", "--", "sh", "-c", &hook_script])?;
+        // The bug tracker: a small HTTP service here, behind the webhook
+        // listener. It answers 503 for about one commit in five (by the
+        // id's last hex digit) and for one replay in sixteen.
+        let tracker = bug_tracker(self.dir.join("out/bugzilla-comments.log")).await?;
+        let tracker_url = format!("http://{tracker}/hook");
+        self.spawn_listener_kind("webhook", "bugzilla-hook", &["--filter", "signalbox/demo/git/+/commit", "--retries", "1", "--url", &tracker_url, "--secret", "demo-secret"])?;
+        // Mail to a Maildir: commits to the packagers' list, builds to the
+        // package's alias; an RSS file of commits and builds.
+        let maildir = self.dir.join("mail").display().to_string();
+        self.spawn_listener_kind(
+            "email",
+            "mail-notify",
+            &["--filter", "signalbox/demo/git/+/commit", "--filter", "signalbox/demo/koji/build/+/complete", "--filter", "signalbox/demo/koji/build/+/failed",
+              "--maildir", &maildir, "--to", "packagers@lists.example.org", "--to-field", "/body/alias", "--from", "signalbox-demo@example.org"],
+        )?;
+        let feed = self.dir.join("out/feed.xml").display().to_string();
+        self.spawn_listener_kind(
+            "feed",
+            "feed-writer",
+            &["--filter", "signalbox/demo/git/+/commit", "--filter", "signalbox/demo/koji/build/+/complete", "--output", &feed, "--keep", "100", "--title", "signalbox demo: commits and builds"],
+        )?;
 
         // The build system and QA: listeners on the runtime, in process.
         let systems = publisher.publisher();
@@ -797,9 +811,65 @@ impl Sim {
                 "acl": lines(&out.join("acl")),
                 "alias_runs": lines(&out.join("aliases.runs")),
                 "bug_comments": lines(&out.join("bugzilla-comments.log")),
+                "maildir_mails": std::fs::read_dir(self.dir.join("mail/new")).map(|d| d.count()).unwrap_or(0),
+                "feed_bytes": std::fs::metadata(out.join("feed.xml")).map(|m| m.len()).unwrap_or(0),
             },
         })
     }
+}
+
+/// The simulated bug tracker: accepts webhook POSTs on 127.0.0.1 (a free
+/// port), appends each accepted comment to `log`, and fails some with 503.
+async fn bug_tracker(log: PathBuf) -> anyhow::Result<std::net::SocketAddr> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("starting the bug tracker")?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut headers = BTreeMap::new();
+                let mut line = String::new();
+                // Request line, then headers up to the empty line (bounded).
+                for _ in 0..100 {
+                    line.clear();
+                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let l = line.trim_end();
+                    if l.is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = l.split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+                    }
+                }
+                let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(1 << 20);
+                let mut body = vec![0u8; length];
+                if reader.read_exact(&mut body).await.is_err() {
+                    return;
+                }
+                let id = headers.get("x-signalbox-id").cloned().unwrap_or_default();
+                let replay = headers.get("x-signalbox-replay").is_some_and(|v| v == "1");
+                let last = id.chars().last().unwrap_or('f');
+                let second = id.chars().rev().nth(1).unwrap_or('f');
+                let fail = if replay { second == '0' } else { matches!(last, '0' | '1' | '2') };
+                let (status, text) = if fail {
+                    ("503 Service Unavailable", "bugzilla: database is busy")
+                } else {
+                    let summary = Payload::decode(&body).summary_line(200);
+                    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+                        let _ = writeln!(f, "{summary}");
+                    }
+                    ("200 OK", "ok")
+                };
+                let response = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+                let _ = reader.get_mut().write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {

@@ -3,3 +3,4 @@
 pub mod cron;
 pub mod git;
 pub mod mail;
+pub mod rss;
