@@ -145,3 +145,20 @@ pub fn timeout_arg(secs: f64) -> Result<std::time::Duration, BridgeError> {
     }
     Ok(std::time::Duration::from_secs_f64(secs))
 }
+
+/// An error and its causes on one line (reqwest's and lettre's top errors
+/// only say "error sending request"), without repeating a cause that the
+/// message already contains.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let s_text = s.to_string();
+        if !text.contains(&s_text) {
+            text.push_str(": ");
+            text.push_str(&s_text);
+        }
+        source = s.source();
+    }
+    text
+}

@@ -3,90 +3,29 @@
 //! stderr, a missing command, timeouts, replies, debouncing, and its health
 //! when killed (-9: the will says down) or stopped (SIGTERM: stopped).
 
+mod outbound_support;
+
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
+use outbound_support::{client, health, record, wait_file, watch, WAIT};
 use signalbox_common::envelope::Envelope;
-use signalbox_common::failed::FailureRecord;
-use signalbox_common::health::{HealthReport, HealthState};
-use signalbox_common::mqtt::{ConnectOptions, Connection, Publish, Qos};
-use signalbox_e2e::{bin, embedded_broker, free_port, isolate, mosquitto, KillOnDrop};
-
-const WAIT: Duration = Duration::from_secs(15);
+use signalbox_common::health::HealthState;
+use signalbox_common::mqtt::{Connection, Publish, Qos};
+use signalbox_e2e::{embedded_broker, mosquitto, KillOnDrop};
 
 fn exec(url: &str, state: &Path, name: &str, extra: &[&str], command: &[&str]) -> Child {
-    let mut cmd = Command::new(bin("signalbox-bridge"));
-    isolate(&mut cmd);
-    cmd.env("SIGNALBOX_BROKER", url)
-        .env("SIGNALBOX_STATE_DIR", state)
-        .env("SIGNALBOX_HEALTH_INTERVAL", "1")
-        .args(["exec", "--name", name, "--filter", &format!("signalbox/dev/{name}/#")])
-        .args(extra)
-        .arg("--")
-        .args(command)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    cmd.spawn().expect("spawn exec")
-}
-
-async fn client(url: &str) -> Connection {
-    Connection::connect(ConnectOptions::for_url(url, &format!("t-{}", free_port())).expect("url"))
-        .await
-        .expect("connect")
-}
-
-async fn watch(url: &str, filters: &[String]) -> Connection {
-    let c = client(url).await;
-    let f: Vec<(String, Qos)> = filters.iter().map(|f| (f.clone(), Qos::AtLeastOnce)).collect();
-    c.subscribe(&f, WAIT).await.expect("subscribe");
-    c
-}
-
-async fn health(w: &mut Connection, name: &str, state: HealthState) -> HealthReport {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let m = tokio::time::timeout_at(deadline, w.recv())
-            .await
-            .unwrap_or_else(|_| panic!("{name}: no {state:?} report"))
-            .expect("open");
-        if m.topic == format!("signalbox/_health/{name}") {
-            if let Ok(r) = HealthReport::from_slice(&m.payload) {
-                if r.state == state {
-                    return r;
-                }
-            }
-        }
-    }
-}
-
-async fn record(w: &mut Connection, id: &str) -> FailureRecord {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("a failure record").expect("open");
-        if m.topic.ends_with(id) && !m.payload.is_empty() {
-            return FailureRecord::from_slice(&m.payload).expect("record");
-        }
-    }
+    let filter = format!("signalbox/dev/{name}/#");
+    let mut args = vec!["exec", "--name", name, "--filter", filter.as_str()];
+    args.extend_from_slice(extra);
+    args.push("--");
+    args.extend_from_slice(command);
+    outbound_support::start(url, state, &args)
 }
 
 async fn send(p: &Connection, topic: &str, summary: &str) -> Envelope {
-    let e = Envelope::builder(topic, summary).build().expect("env");
-    p.publish_confirmed(Publish::new(topic, e.to_vec(), Qos::AtLeastOnce, false), WAIT).await.expect("pub");
-    e
-}
-
-async fn wait_file(path: &Path, pred: impl Fn(&str) -> bool) -> String {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if pred(&text) {
-            return text;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{}: {text:?}", path.display());
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    outbound_support::send(p, Envelope::builder(topic, summary).build().expect("env")).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -99,7 +38,7 @@ async fn runs_the_command_with_payload_and_environment_and_records_failures() {
         r#"body=$(cat); echo "$SIGNALBOX_TOPIC|$SIGNALBOX_SUMMARY|$SIGNALBOX_SEVERITY|$SIGNALBOX_ID|${{#body}}" >> {log}; case "$SIGNALBOX_SUMMARY" in fail*) echo "cannot reach tracker" >&2; exit 3;; slow*) sleep 30;; esac"#,
         log = log.display()
     );
-    let mut w = watch(&url, &["signalbox/_health/hook".into(), "signalbox/_failed/hook/+".into()]).await;
+    let mut w = watch(&url, &["signalbox/_health/hook", "signalbox/_failed/hook/+"]).await;
     let _exec = KillOnDrop(exec(&url, &dir.path().join("state"), "hook", &["--retries", "2", "--timeout", "1"], &["sh", "-c", &script]));
     health(&mut w, "hook", HealthState::Up).await;
     let p = client(&url).await;
@@ -126,7 +65,7 @@ async fn a_missing_command_fails_every_message_visibly() {
     let broker = embedded_broker();
     let url = broker.url();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut w = watch(&url, &["signalbox/_health/ghost".into(), "signalbox/_failed/ghost/+".into()]).await;
+    let mut w = watch(&url, &["signalbox/_health/ghost", "signalbox/_failed/ghost/+"]).await;
     let _exec = KillOnDrop(exec(&url, &dir.path().join("state"), "ghost", &["--retries", "1"], &["/nonexistent/notify"]));
     health(&mut w, "ghost", HealthState::Up).await;
     let p = client(&url).await;
@@ -145,7 +84,7 @@ async fn replies_and_debounced_bursts() {
     let broker = embedded_broker();
     let url = broker.url();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut w = watch(&url, &["signalbox/_health/+".into(), "r/#".into()]).await;
+    let mut w = watch(&url, &["signalbox/_health/+", "r/#"]).await;
     let _answer = KillOnDrop(exec(&url, &dir.path().join("s1"), "owner", &["--reply"], &["sh", "-c", "echo \"owner of $SIGNALBOX_SUMMARY: jkeating\""]));
     let log = dir.path().join("regen");
     let regen = format!("echo \"run burst=$SIGNALBOX_BURST last=$SIGNALBOX_SUMMARY\" >> {}", log.display());
@@ -179,7 +118,7 @@ async fn kill_9_shows_down_through_the_will_and_sigterm_shows_stopped() {
     let Some(m) = mosquitto("kill_9_shows_down_through_the_will") else { return };
     let url = m.url();
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut w = watch(&url, &["signalbox/_health/victim".into()]).await;
+    let mut w = watch(&url, &["signalbox/_health/victim"]).await;
     let mut child = exec(&url, &dir.path().join("state"), "victim", &[], &["true"]);
     health(&mut w, "victim", HealthState::Up).await;
     child.kill().expect("SIGKILL");

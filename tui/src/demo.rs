@@ -873,28 +873,16 @@ async fn bug_tracker(log: PathBuf) -> anyhow::Result<std::net::SocketAddr> {
 }
 
 fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new("git")
-        .current_dir(dir)
-        .args(args)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "signalbox demo")
-        .env("GIT_AUTHOR_EMAIL", "demo@example.org")
-        .env("GIT_COMMITTER_NAME", "signalbox demo")
-        .env("GIT_COMMITTER_EMAIL", "demo@example.org")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .context("running git")?;
-    if !out.status.success() {
-        return Err(anyhow!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(())
+    git_as(dir, ("demo", "signalbox demo"), args)
 }
 
+/// Runs git in `dir` as `person` (login, name), without the system's git
+/// configuration.
 fn git_as(dir: &Path, person: (&str, &str), args: &[&str]) -> anyhow::Result<()> {
     let out = Command::new("git")
         .current_dir(dir)
         .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_AUTHOR_NAME", person.1)
         .env("GIT_AUTHOR_EMAIL", format!("{}@example.org", person.0))
         .env("GIT_COMMITTER_NAME", person.1)

@@ -34,7 +34,7 @@ use signalbox_common::listener::{Delivery, HandlerError, HandlerResult};
 
 use super::exec::parse_duration;
 use super::flags::{self, render, ListenerFlags};
-use crate::cli::{BridgeError, BridgeResult, GlobalArgs};
+use crate::cli::{error_chain, BridgeError, BridgeResult, GlobalArgs};
 
 /// Time an SMTP conversation may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
@@ -525,21 +525,6 @@ impl Mailer {
         }
         Ok(builder.body(body)?)
     }
-}
-
-/// The error and its causes on one line.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]

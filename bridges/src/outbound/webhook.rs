@@ -16,7 +16,7 @@ use signalbox_common::failed::one_line;
 use signalbox_common::listener::{Delivery, HandlerError, HandlerResult};
 
 use super::flags::{self, ListenerFlags};
-use crate::cli::{BridgeError, BridgeResult, GlobalArgs};
+use crate::cli::{error_chain, BridgeError, BridgeResult, GlobalArgs};
 
 /// Most of a response body kept for the failure record.
 const BODY_EXCERPT: usize = 300;
@@ -190,22 +190,6 @@ impl Webhook {
         let retry = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
         Err(if retry { HandlerError::transient(message) } else { HandlerError::permanent(message) })
     }
-}
-
-/// The error and its causes on one line (reqwest's top error only says
-/// "error sending request").
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 /// The start of a response body, on one line.

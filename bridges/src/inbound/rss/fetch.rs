@@ -246,19 +246,9 @@ fn file_stamp(modified: Option<SystemTime>, len: u64) -> String {
     format!("file:{nanos}:{len}")
 }
 
-/// An error and its causes on one line.
+/// An error and its causes on one line, fit for a summary.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        source = s.source();
-    }
-    signalbox_common::envelope::sanitize_summary(&text)
+    signalbox_common::envelope::sanitize_summary(&crate::cli::error_chain(e))
 }
 
 /// A Retry-After value (seconds or an HTTP date) as a moment, capped at
