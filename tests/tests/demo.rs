@@ -18,7 +18,7 @@ fn a_headless_demo_exercises_every_part() {
     assert_eq!(out.code, 0, "demo failed: {}", out.stderr);
     let json_line = out.stdout.lines().find(|l| l.starts_with('{')).expect("a JSON summary line");
     let s: serde_json::Value = serde_json::from_str(json_line).expect("summary JSON");
-    for system in ["git", "koji", "qa", "pkgdb", "mail", "cron"] {
+    for system in ["git", "koji", "qa", "pkgdb", "mail", "cron", "rss"] {
         assert!(s["messages"][system].as_u64().unwrap_or(0) > 0, "{system} produced messages: {s}");
     }
     for listener in ["koji", "qa", "aliases", "bugzilla-hook", "mail-notify", "feed-writer"] {

@@ -125,6 +125,15 @@ async fn kill_9_shows_down_through_the_will_and_sigterm_shows_stopped() {
     let _ = child.wait();
     let down = health(&mut w, "victim", HealthState::Down).await;
     assert_eq!(down.last_error.as_deref(), Some("connection lost"));
+    // The operator's check sees it too, through the retained will.
+    let url2 = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        signalbox_e2e::run_with_limit(signalbox_e2e::signalbox(&url2).args(["health", "--expect", "victim"]), WAIT)
+    })
+    .await
+    .expect("join");
+    assert_eq!(out.code, 1, "health fails while a listener is down: {}", out.stdout);
+    assert!(out.stdout.lines().any(|l| l.starts_with("victim") && l.contains("down")), "{}", out.stdout);
 
     let child = exec(&url, &dir.path().join("state"), "victim", &[], &["true"]);
     health(&mut w, "victim", HealthState::Up).await;

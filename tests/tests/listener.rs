@@ -157,10 +157,20 @@ async fn a_handler_failing_twice_then_succeeding_leaves_no_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed() {
+async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed_on_the_embedded_broker() {
     let broker = embedded_broker();
+    failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(&broker.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed_on_mosquitto() {
+    let Some(m) = mosquitto("failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed") else { return };
+    failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(&m.url()).await;
+}
+
+async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(&broker.url(), &state(dir.path()), 1);
+    let config = test_config(url, &state(dir.path()), 1);
     let fixed = Arc::new(AtomicBool::new(false));
     let f = fixed.clone();
     let runs = Arc::new(AtomicU32::new(0));
@@ -179,7 +189,6 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed() {
             }
         }
     });
-    let url = broker.url();
     let mut w = watcher(&url, &["signalbox/_health/broken", "signalbox/_failed/broken/+", "replies/#"]).await;
     wait_health(&mut w, "broken", HealthState::Up).await;
     let p = client(&url, "p2").await;
@@ -273,10 +282,20 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_same_id_twice_is_processed_once_even_across_restarts() {
+async fn the_same_id_twice_is_processed_once_even_across_restarts_on_the_embedded_broker() {
     let broker = embedded_broker();
+    the_same_id_twice_is_processed_once_even_across_restarts(&broker.url()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_id_twice_is_processed_once_even_across_restarts_on_mosquitto() {
+    let Some(m) = mosquitto("the_same_id_twice_is_processed_once_even_across_restarts") else { return };
+    the_same_id_twice_is_processed_once_even_across_restarts(&m.url()).await;
+}
+
+async fn the_same_id_twice_is_processed_once_even_across_restarts(url: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let config = test_config(&broker.url(), &state(dir.path()), 1);
+    let config = test_config(url, &state(dir.path()), 1);
     let seen = Arc::new(Mutex::new(Vec::new()));
     let handler = |seen: Arc<Mutex<Vec<String>>>| {
         move |d: Delivery| {
@@ -287,10 +306,10 @@ async fn the_same_id_twice_is_processed_once_even_across_restarts() {
             }
         }
     };
-    let mut w = watcher(&broker.url(), &["signalbox/_health/dedup"]).await;
+    let mut w = watcher(url, &["signalbox/_health/dedup"]).await;
     let running = start(&config, options(&config, "dedup", "signalbox/dev/d/#"), handler(seen.clone()));
     wait_health(&mut w, "dedup", HealthState::Up).await;
-    let p = client(&broker.url(), "p3").await;
+    let p = client(url, "p3").await;
     let env = publish_envelope(&p, "signalbox/dev/d/x", "once").await;
     p.publish_confirmed(Publish::new("signalbox/dev/d/x", env.to_vec(), Qos::AtLeastOnce, false), WAIT)
         .await

@@ -5,7 +5,8 @@
 //! listeners on the real runtime; a package database whose ownership
 //! changes regenerate an aliases and an ACL file through a debounced exec
 //! listener; bug-tracker mail through the real mail bridge; cron jobs
-//! through the real cron wrapper (one fails now and then); a bug-tracker
+//! through the real cron wrapper (one fails now and then); an upstream
+//! release feed (a local file) through the real RSS bridge; a bug-tracker
 //! hook listener that fails 20 % of the time (so Failed fills and replay
 //! works); and one listener killed and restarted now and then (so the
 //! console shows down and recovery). Then the console opens on it, or with
@@ -434,6 +435,7 @@ impl Sim {
             }),
             self.clone().schedule(quiet_rx.clone(), 8.0, |sim| async move { sim.bug_mail().await }),
             self.clone().schedule(quiet_rx.clone(), 10.0, |sim| async move { sim.cron_job().await }),
+            self.clone().schedule(quiet_rx.clone(), 9.0, |sim| async move { sim.upstream_release().await }),
             self.clone().schedule(quiet_rx, 40.0, |sim| async move { sim.restart_a_listener().await }),
         ];
         // The publisher connection lives as long as the tasks.
@@ -724,6 +726,50 @@ impl Sim {
                 ("mirror-sync", "echo 'syncing mirror'; echo '42 packages updated'".to_string())
             };
             let _ = sim.bridge(&["cron", "--job", job, "--", "sh", "-c", &script]).status()?;
+            Ok(())
+        })
+        .await?
+    }
+
+    /// An upstream project's release feed (a local file, as a mirror of
+    /// it would be) gains an entry; the RSS bridge polls it once, as from
+    /// cron, and publishes what is new.
+    async fn upstream_release(self: Arc<Self>) -> anyhow::Result<()> {
+        let sim = self.clone();
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let feeds = sim.dir.join("feeds");
+            std::fs::create_dir_all(&feeds)?;
+            let log = feeds.join("releases.log");
+            let package = sim.rng(|r| PACKAGES[r.usize(..PACKAGES.len())]);
+            let version = format!("{}.{}.{}", sim.rng(|r| r.u32(1..7)), sim.rng(|r| r.u32(0..20)), sim.rng(|r| r.u32(0..10)));
+            let now = chrono::Utc::now();
+            let mut releases = std::fs::read_to_string(&log).unwrap_or_default();
+            releases.push_str(&format!("{}\t{package}\t{version}\n", now.to_rfc2822()));
+            std::fs::write(&log, &releases)?;
+            // The newest 20 releases as RSS 2.0.
+            let items: String = releases
+                .lines()
+                .rev()
+                .take(20)
+                .filter_map(|l| {
+                    let mut f = l.split('\t');
+                    let (date, package, version) = (f.next()?, f.next()?, f.next()?);
+                    Some(format!(
+                        "<item><title>{package} {version} released</title><link>https://upstream.example.org/{package}/{version}</link>\
+                         <guid>{package}-{version}</guid><pubDate>{date}</pubDate><description>&lt;p&gt;{package} {version} is out.&lt;/p&gt;</description></item>\n"
+                    ))
+                })
+                .collect();
+            let rss = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<rss version=\"2.0\"><channel><title>Upstream releases</title>\
+                 <link>https://upstream.example.org/</link><description>New upstream releases</description>\n{items}</channel></rss>\n"
+            );
+            let path = feeds.join("upstream.xml");
+            let tmp = feeds.join("upstream.xml.tmp");
+            std::fs::write(&tmp, rss)?;
+            std::fs::rename(&tmp, &path)?;
+            let feed = format!("upstream={}", path.display());
+            let _ = sim.bridge(&["rss", "--once", "--backfill", "5", "--feed", &feed]).status()?;
             Ok(())
         })
         .await?
