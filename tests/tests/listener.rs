@@ -189,9 +189,9 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
             }
         }
     });
-    let mut w = watcher(&url, &["signalbox/_health/broken", "signalbox/_failed/broken/+", "replies/#"]).await;
+    let mut w = watcher(url, &["signalbox/_health/broken", "signalbox/_failed/broken/+", "replies/#"]).await;
     wait_health(&mut w, "broken", HealthState::Up).await;
-    let p = client(&url, "p2").await;
+    let p = client(url, "p2").await;
     let env = publish_envelope(&p, "signalbox/dev/b/x", "bad input").await;
     let id = env.id.to_string();
     let record = wait_record(&mut w, |r| r.id == id).await;
