@@ -9,7 +9,9 @@ use signalbox_common::listener::{self, Delivery, ListenerOptions};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let log = std::env::args().nth(1).unwrap_or_else(|| "tracker.log".into());
+    let log = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "tracker.log".into());
     let config = Config::resolve(&Overrides::default())?;
     let filter = format!("{}/{}/git/#", config.prefix.value, config.env.value);
     let options = ListenerOptions::new("bug-updater", vec![filter], &config);
@@ -20,9 +22,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let log = log.clone();
             async move {
                 // Not an envelope: nothing to do (and nothing to retry).
-                let Some(commit) = d.envelope() else { return Ok(None) };
+                let Some(commit) = d.envelope() else {
+                    return Ok(None);
+                };
                 // An Err is retried, then kept as a failure record.
-                update_tracker(&log, &commit.summary).await.map_err(|e| e.to_string())?;
+                update_tracker(&log, &commit.summary)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 Ok(None)
             }
         },
@@ -35,6 +41,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn update_tracker(log: &str, line: &str) -> std::io::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let mut f = tokio::fs::OpenOptions::new().create(true).append(true).open(log).await?;
+    let mut f = tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .await?;
     f.write_all(format!("{line}\n").as_bytes()).await
 }

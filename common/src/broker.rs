@@ -81,8 +81,14 @@ impl EmbeddedBroker {
         let thread = std::thread::Builder::new()
             .name("signalbox-broker".into())
             .spawn(move || broker.start().map_err(|e| e.to_string()))
-            .map_err(|e| BrokerError::Start { reason: e.to_string() })?;
-        let mut embedded = EmbeddedBroker { addr, addr_v5, thread: Some(thread) };
+            .map_err(|e| BrokerError::Start {
+                reason: e.to_string(),
+            })?;
+        let mut embedded = EmbeddedBroker {
+            addr,
+            addr_v5,
+            thread: Some(thread),
+        };
         embedded.wait_ready(addr)?;
         if let Some(v5) = addr_v5 {
             embedded.wait_ready(v5)?;
@@ -116,7 +122,9 @@ impl EmbeddedBroker {
         match self.thread.take().map(JoinHandle::join) {
             Some(Ok(Ok(()))) | None => Ok(()),
             Some(Ok(Err(reason))) => Err(BrokerError::Start { reason }),
-            Some(Err(_)) => Err(BrokerError::Start { reason: "the broker thread panicked".into() }),
+            Some(Err(_)) => Err(BrokerError::Start {
+                reason: "the broker thread panicked".into(),
+            }),
         }
     }
 
@@ -135,7 +143,9 @@ impl EmbeddedBroker {
             }
             if Instant::now() > deadline {
                 return Err(BrokerError::Start {
-                    reason: format!("not accepting connections on {addr} after {STARTUP_TIMEOUT:?}"),
+                    reason: format!(
+                        "not accepting connections on {addr} after {STARTUP_TIMEOUT:?}"
+                    ),
                 });
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -147,11 +157,20 @@ impl EmbeddedBroker {
 /// The socket is released again for rumqttd to bind; the window in between
 /// is a few milliseconds.
 fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
-    let listener = TcpListener::bind(addr).map_err(|e| BrokerError::Listen { addr, reason: e.to_string() })?;
-    listener.local_addr().map_err(|e| BrokerError::Listen { addr, reason: e.to_string() })
+    let listener = TcpListener::bind(addr).map_err(|e| BrokerError::Listen {
+        addr,
+        reason: e.to_string(),
+    })?;
+    listener.local_addr().map_err(|e| BrokerError::Listen {
+        addr,
+        reason: e.to_string(),
+    })
 }
 
-fn rumqttd_config(addr: SocketAddr, addr_v5: Option<SocketAddr>) -> Result<rumqttd::Config, BrokerError> {
+fn rumqttd_config(
+    addr: SocketAddr,
+    addr_v5: Option<SocketAddr>,
+) -> Result<rumqttd::Config, BrokerError> {
     // rumqttd's own configuration format; built as TOML so that it reads
     // like the rumqttd.toml its users know.
     let server = |kind: &str, addr: SocketAddr| {
@@ -184,7 +203,9 @@ max_segment_count = 10
     if let Some(v5) = addr_v5 {
         text.push_str(&server("v5", v5));
     }
-    toml::from_str(&text).map_err(|e| BrokerError::Start { reason: format!("bad broker configuration: {e}") })
+    toml::from_str(&text).map_err(|e| BrokerError::Start {
+        reason: format!("bad broker configuration: {e}"),
+    })
 }
 
 #[cfg(test)]
@@ -197,7 +218,9 @@ mod tests {
         assert_ne!(broker.addr().port(), 0);
         assert!(broker.url().starts_with("mqtt://127.0.0.1:"));
         assert!(TcpStream::connect(broker.addr()).is_ok());
-        assert!(broker.addr_v5().is_some_and(|a| TcpStream::connect(a).is_ok()));
+        assert!(broker
+            .addr_v5()
+            .is_some_and(|a| TcpStream::connect(a).is_ok()));
     }
 
     #[test]
@@ -207,7 +230,9 @@ mod tests {
             listen: taken.local_addr().expect("addr"),
             listen_v5: None,
         };
-        let err = EmbeddedBroker::start(&options).err().expect("address in use");
+        let err = EmbeddedBroker::start(&options)
+            .err()
+            .expect("address in use");
         assert!(err.to_string().contains("cannot listen on"), "{err}");
     }
 }

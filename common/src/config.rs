@@ -258,7 +258,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         // SIGNALBOX_CONFIG set but empty means "no config file at all"
         // (scripts and tests that must not read the user's file).
-        let no_file = flags.config_file.is_none() && env("SIGNALBOX_CONFIG").is_some_and(|v| v.is_empty());
+        let no_file =
+            flags.config_file.is_none() && env("SIGNALBOX_CONFIG").is_some_and(|v| v.is_empty());
         let env = |name: &str| env(name).filter(|v| !v.is_empty());
         let (file, explicit) = match (&flags.config_file, env("SIGNALBOX_CONFIG")) {
             (Some(path), _) => (path.clone(), true),
@@ -301,11 +302,24 @@ impl Config {
                 reason: "no broker URL given".into(),
             });
         }
-        let text = |flag: &Option<String>, var: &'static str, file: Option<String>, default: &str| {
-            pick(flag.clone(), var, env(var), file, &from_file, default.to_string())
-        };
+        let text =
+            |flag: &Option<String>, var: &'static str, file: Option<String>, default: &str| {
+                pick(
+                    flag.clone(),
+                    var,
+                    env(var),
+                    file,
+                    &from_file,
+                    default.to_string(),
+                )
+            };
         let env_name = text(&flags.env, "SIGNALBOX_ENV", values.env, DEFAULT_ENV);
-        let prefix = text(&flags.prefix, "SIGNALBOX_PREFIX", values.prefix, DEFAULT_PREFIX);
+        let prefix = text(
+            &flags.prefix,
+            "SIGNALBOX_PREFIX",
+            values.prefix,
+            DEFAULT_PREFIX,
+        );
         check_topic_level("env", &env_name, false)?;
         check_topic_level("prefix", &prefix, true)?;
 
@@ -334,33 +348,37 @@ impl Config {
             origin: Origin::Default,
         });
 
-        let number = |setting: &'static str,
-                      flag: Option<u64>,
-                      var: &'static str,
-                      file: Option<u64>,
-                      default: u64,
-                      min: u64|
-         -> Result<Sourced<u64>, ConfigError> {
-            let from_env = match env(var) {
-                Some(raw) => Some(raw.trim().parse::<u64>().map_err(|_| ConfigError::InvalidValue {
-                    setting,
-                    value: raw.clone(),
-                    source_name: format!("env {var}"),
-                    reason: "expected a whole number of seconds".into(),
-                })?),
-                None => None,
+        let number =
+            |setting: &'static str,
+             flag: Option<u64>,
+             var: &'static str,
+             file: Option<u64>,
+             default: u64,
+             min: u64|
+             -> Result<Sourced<u64>, ConfigError> {
+                let from_env =
+                    match env(var) {
+                        Some(raw) => Some(raw.trim().parse::<u64>().map_err(|_| {
+                            ConfigError::InvalidValue {
+                                setting,
+                                value: raw.clone(),
+                                source_name: format!("env {var}"),
+                                reason: "expected a whole number of seconds".into(),
+                            }
+                        })?),
+                        None => None,
+                    };
+                let chosen = pick(flag, var, from_env, file, &from_file, default);
+                if chosen.value < min {
+                    return Err(ConfigError::InvalidValue {
+                        setting,
+                        value: chosen.value.to_string(),
+                        source_name: chosen.origin.to_string(),
+                        reason: format!("must be at least {min}"),
+                    });
+                }
+                Ok(chosen)
             };
-            let chosen = pick(flag, var, from_env, file, &from_file, default);
-            if chosen.value < min {
-                return Err(ConfigError::InvalidValue {
-                    setting,
-                    value: chosen.value.to_string(),
-                    source_name: chosen.origin.to_string(),
-                    reason: format!("must be at least {min}"),
-                });
-            }
-            Ok(chosen)
-        };
         let health_interval = number(
             "health_interval",
             flags.health_interval,
@@ -407,11 +425,32 @@ impl Config {
         };
 
         let optional = |flag: Option<String>, var: &'static str, file: Option<String>| {
-            pick(flag.map(Some), var, env(var).map(Some), file.map(Some), &from_file, None)
+            pick(
+                flag.map(Some),
+                var,
+                env(var).map(Some),
+                file.map(Some),
+                &from_file,
+                None,
+            )
         };
-        let client_id = optional(flags.client_id.clone(), "SIGNALBOX_CLIENT_ID", values.client_id);
-        let username = optional(flags.username.clone(), "SIGNALBOX_USERNAME", values.username);
-        let password = resolve_password(flags, &env, values.password, values.password_file, &from_file)?;
+        let client_id = optional(
+            flags.client_id.clone(),
+            "SIGNALBOX_CLIENT_ID",
+            values.client_id,
+        );
+        let username = optional(
+            flags.username.clone(),
+            "SIGNALBOX_USERNAME",
+            values.username,
+        );
+        let password = resolve_password(
+            flags,
+            &env,
+            values.password,
+            values.password_file,
+            &from_file,
+        )?;
         let ca_file = pick(
             flags.ca_file.clone().map(Some),
             "SIGNALBOX_CA_FILE",
@@ -445,7 +484,9 @@ impl Config {
     /// what `signalbox config` prints.
     pub fn rows(&self) -> Vec<(&'static str, String, String)> {
         fn opt<T: fmt::Display>(v: &Option<T>) -> String {
-            v.as_ref().map(|v| v.to_string()).unwrap_or_else(|| "(none)".into())
+            v.as_ref()
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "(none)".into())
         }
         let brokers = self
             .brokers
@@ -457,23 +498,43 @@ impl Config {
         vec![
             ("broker", brokers, self.brokers.origin.to_string()),
             ("env", self.env.value.clone(), self.env.origin.to_string()),
-            ("prefix", self.prefix.value.clone(), self.prefix.origin.to_string()),
+            (
+                "prefix",
+                self.prefix.value.clone(),
+                self.prefix.origin.to_string(),
+            ),
             (
                 "state_dir",
                 self.state_dir.value.display().to_string(),
                 self.state_dir.origin.to_string(),
             ),
-            ("spool", self.spool.value.display().to_string(), self.spool.origin.to_string()),
+            (
+                "spool",
+                self.spool.value.display().to_string(),
+                self.spool.origin.to_string(),
+            ),
             (
                 "health_interval",
                 self.health_interval.value.to_string(),
                 self.health_interval.origin.to_string(),
             ),
-            ("client_id", opt(&self.client_id.value), self.client_id.origin.to_string()),
-            ("username", opt(&self.username.value), self.username.origin.to_string()),
+            (
+                "client_id",
+                opt(&self.client_id.value),
+                self.client_id.origin.to_string(),
+            ),
+            (
+                "username",
+                opt(&self.username.value),
+                self.username.origin.to_string(),
+            ),
             (
                 "password",
-                if self.password.value.is_some() { "********".into() } else { "(none)".into() },
+                if self.password.value.is_some() {
+                    "********".into()
+                } else {
+                    "(none)".into()
+                },
                 self.password.origin.to_string(),
             ),
             (
@@ -486,7 +547,11 @@ impl Config {
                 self.mqtt_version.value.to_string(),
                 self.mqtt_version.origin.to_string(),
             ),
-            ("keepalive", self.keepalive.value.to_string(), self.keepalive.origin.to_string()),
+            (
+                "keepalive",
+                self.keepalive.value.to_string(),
+                self.keepalive.origin.to_string(),
+            ),
             (
                 "connect_timeout",
                 self.connect_timeout.value.to_string(),
@@ -540,10 +605,16 @@ fn pick_opt<T>(
     file_origin: &dyn Fn(bool) -> Option<Origin>,
 ) -> Option<Sourced<T>> {
     if let Some(value) = flag {
-        return Some(Sourced { value, origin: Origin::Flag });
+        return Some(Sourced {
+            value,
+            origin: Origin::Flag,
+        });
     }
     if let Some(value) = from_env {
-        return Some(Sourced { value, origin: Origin::Env(var) });
+        return Some(Sourced {
+            value,
+            origin: Origin::Env(var),
+        });
     }
     let present = from_file_value.is_some();
     match (from_file_value, file_origin(present)) {
@@ -575,21 +646,34 @@ fn resolve_password(
         return read(path, Origin::Flag);
     }
     if let Some(pw) = env("SIGNALBOX_PASSWORD") {
-        return Ok(Sourced { value: Some(pw), origin: Origin::Env("SIGNALBOX_PASSWORD") });
+        return Ok(Sourced {
+            value: Some(pw),
+            origin: Origin::Env("SIGNALBOX_PASSWORD"),
+        });
     }
     if let Some(path) = env("SIGNALBOX_PASSWORD_FILE") {
         return read(Path::new(&path), Origin::Env("SIGNALBOX_PASSWORD_FILE"));
     }
     if let (Some(pw), Some(origin)) = (file_password, from_file(true)) {
-        return Ok(Sourced { value: Some(pw), origin });
+        return Ok(Sourced {
+            value: Some(pw),
+            origin,
+        });
     }
     if let (Some(path), Some(origin)) = (file_password_file, from_file(true)) {
         return read(&path, origin);
     }
-    Ok(Sourced { value: None, origin: Origin::Default })
+    Ok(Sourced {
+        value: None,
+        origin: Origin::Default,
+    })
 }
 
-fn check_topic_level(setting: &'static str, value: &Sourced<String>, allow_slash: bool) -> Result<(), ConfigError> {
+fn check_topic_level(
+    setting: &'static str,
+    value: &Sourced<String>,
+    allow_slash: bool,
+) -> Result<(), ConfigError> {
     let bad = value.value.is_empty()
         || value.value.starts_with('$')
         || value
@@ -619,16 +703,25 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileRead, ConfigError> {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             if explicit {
-                return Err(ConfigError::MissingFile { path: path.to_path_buf() });
+                return Err(ConfigError::MissingFile {
+                    path: path.to_path_buf(),
+                });
             }
             return Ok((FileValues::default(), BTreeMap::new(), false));
         }
-        Err(source) => return Err(ConfigError::Read { path: path.to_path_buf(), source }),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
     };
-    let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string().trim().replace('\n', " "),
-    })?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
     let mut known = toml::Table::new();
     let mut sections = BTreeMap::new();
     for (key, value) in table {
@@ -644,10 +737,12 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileRead, ConfigError> {
             });
         }
     }
-    let values: FileValues = known.try_into().map_err(|e: toml::de::Error| ConfigError::Parse {
-        path: path.to_path_buf(),
-        reason: e.to_string().trim().replace('\n', " "),
-    })?;
+    let values: FileValues = known
+        .try_into()
+        .map_err(|e: toml::de::Error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
     Ok((values, sections, true))
 }
 
@@ -657,8 +752,10 @@ mod tests {
     use std::collections::HashMap;
 
     fn resolve(flags: &Overrides, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::resolve_with(flags, |name| vars.get(name).cloned())
     }
 
@@ -666,7 +763,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("config.toml");
         std::fs::write(&path, text).expect("write config");
-        let flags = Overrides { config_file: Some(path), ..Default::default() };
+        let flags = Overrides {
+            config_file: Some(path),
+            ..Default::default()
+        };
         (dir, flags)
     }
 
@@ -690,11 +790,17 @@ mod tests {
 
     #[test]
     fn flag_beats_env_beats_file_beats_default() {
-        let (_dir, mut flags) = with_file("env = \"file\"\nprefix = \"fp\"\nbroker = \"mqtt://file:1\"\nhealth_interval = 7\n");
+        let (_dir, mut flags) = with_file(
+            "env = \"file\"\nprefix = \"fp\"\nbroker = \"mqtt://file:1\"\nhealth_interval = 7\n",
+        );
         flags.env = Some("flag".into());
         let cfg = resolve(
             &flags,
-            &[("SIGNALBOX_ENV", "envvar"), ("SIGNALBOX_PREFIX", "ep"), ("SIGNALBOX_STATE_DIR", "/tmp/x")],
+            &[
+                ("SIGNALBOX_ENV", "envvar"),
+                ("SIGNALBOX_PREFIX", "ep"),
+                ("SIGNALBOX_STATE_DIR", "/tmp/x"),
+            ],
         )
         .expect("resolves");
         assert_eq!(cfg.env.value, "flag");
@@ -709,10 +815,12 @@ mod tests {
 
     #[test]
     fn broker_lists_from_env_and_file() {
-        let (_dir, flags) = with_file("broker = [\"mqtt://a:1\", \"mqtt://b:2\"]\nstate_dir = \"/tmp/s\"\n");
+        let (_dir, flags) =
+            with_file("broker = [\"mqtt://a:1\", \"mqtt://b:2\"]\nstate_dir = \"/tmp/s\"\n");
         let cfg = resolve(&flags, &[]).expect("resolves");
         assert_eq!(cfg.brokers.value, vec!["mqtt://a:1", "mqtt://b:2"]);
-        let cfg = resolve(&flags, &[("SIGNALBOX_BROKER", "mqtt://c:3, mqtt://d:4")]).expect("resolves");
+        let cfg =
+            resolve(&flags, &[("SIGNALBOX_BROKER", "mqtt://c:3, mqtt://d:4")]).expect("resolves");
         assert_eq!(cfg.brokers.value, vec!["mqtt://c:3", "mqtt://d:4"]);
     }
 
@@ -732,21 +840,30 @@ mod tests {
         let err = resolve(&flags, &[]).expect_err("wrong type");
         assert!(err.to_string().contains("is invalid"), "{err}");
         let (_dir, flags) = with_file("env = [\n");
-        assert!(matches!(resolve(&flags, &[]), Err(ConfigError::Parse { .. })));
+        assert!(matches!(
+            resolve(&flags, &[]),
+            Err(ConfigError::Parse { .. })
+        ));
         let (_dir, flags) = with_file("state_dir = \"/tmp/s\"\nenv = \"a/b\"\n");
         let err = resolve(&flags, &[]).expect_err("slash in env");
         assert!(err.to_string().contains("invalid env"), "{err}");
         let (_dir, flags) = with_file("state_dir = \"/tmp/s\"\n");
         let err = resolve(&flags, &[("SIGNALBOX_HEALTH_INTERVAL", "ten")]).expect_err("bad number");
-        assert!(err.to_string().contains("SIGNALBOX_HEALTH_INTERVAL"), "{err}");
+        assert!(
+            err.to_string().contains("SIGNALBOX_HEALTH_INTERVAL"),
+            "{err}"
+        );
         let err = resolve(&flags, &[("SIGNALBOX_MQTT_VERSION", "4")]).expect_err("bad version");
         assert!(err.to_string().contains("3 (MQTT 3.1.1) or 5"), "{err}");
     }
 
     #[test]
     fn an_empty_signalbox_config_means_no_file() {
-        let cfg = resolve(&Overrides::default(), &[("SIGNALBOX_CONFIG", ""), ("SIGNALBOX_STATE_DIR", "/tmp/s")])
-            .expect("resolves");
+        let cfg = resolve(
+            &Overrides::default(),
+            &[("SIGNALBOX_CONFIG", ""), ("SIGNALBOX_STATE_DIR", "/tmp/s")],
+        )
+        .expect("resolves");
         assert!(!cfg.file_loaded);
         assert_eq!(cfg.file, PathBuf::new());
         assert_eq!(cfg.env.origin, Origin::Default);
@@ -758,22 +875,39 @@ mod tests {
             config_file: Some(PathBuf::from("/nonexistent/signalbox.toml")),
             ..Default::default()
         };
-        assert!(matches!(resolve(&flags, &[]), Err(ConfigError::MissingFile { .. })));
-        let err = resolve(&Overrides::default(), &[("SIGNALBOX_CONFIG", "/nonexistent/x.toml")]);
+        assert!(matches!(
+            resolve(&flags, &[]),
+            Err(ConfigError::MissingFile { .. })
+        ));
+        let err = resolve(
+            &Overrides::default(),
+            &[("SIGNALBOX_CONFIG", "/nonexistent/x.toml")],
+        );
         assert!(matches!(err, Err(ConfigError::MissingFile { .. })));
     }
 
     #[test]
     fn passwords_are_masked_everywhere_they_are_shown() {
-        let (dir, flags) = with_file("state_dir = \"/tmp/s\"\npassword = \"hunter2\"\nbroker = \"mqtt://u:sekrit@h:1\"\n");
+        let (dir, flags) = with_file(
+            "state_dir = \"/tmp/s\"\npassword = \"hunter2\"\nbroker = \"mqtt://u:sekrit@h:1\"\n",
+        );
         let cfg = resolve(&flags, &[]).expect("resolves");
         assert_eq!(cfg.password.value.as_deref(), Some("hunter2"));
         let shown = format!("{:?}", cfg.rows());
-        assert!(!shown.contains("hunter2") && !shown.contains("sekrit"), "{shown}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("sekrit"),
+            "{shown}"
+        );
         let pw_file = dir.path().join("pw");
         std::fs::write(&pw_file, "from-file\n").expect("write");
-        let cfg = resolve(&flags, &[("SIGNALBOX_PASSWORD_FILE", pw_file.to_str().unwrap_or_default())])
-            .expect("resolves");
+        let cfg = resolve(
+            &flags,
+            &[(
+                "SIGNALBOX_PASSWORD_FILE",
+                pw_file.to_str().unwrap_or_default(),
+            )],
+        )
+        .expect("resolves");
         assert_eq!(cfg.password.value.as_deref(), Some("from-file"));
     }
 }

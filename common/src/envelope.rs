@@ -383,12 +383,17 @@ pub mod time_ms {
     use serde::{Deserialize, Deserializer, Serializer};
 
     /// Writes the time with millisecond precision.
-    pub fn serialize<S: Serializer>(time: &DateTime<Utc>, serializer: S) -> Result<S::Ok, S::Error> {
+    pub fn serialize<S: Serializer>(
+        time: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&super::format_time(time))
     }
 
     /// Reads any RFC 3339 time.
-    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<DateTime<Utc>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
         let text = String::deserialize(deserializer)?;
         DateTime::parse_from_rfc3339(&text)
             .map(|t| t.with_timezone(&Utc))
@@ -401,7 +406,10 @@ pub mod time_ms {
         use serde::{Deserialize, Deserializer, Serializer};
 
         /// Writes the time with millisecond precision, or null.
-        pub fn serialize<S: Serializer>(time: &Option<DateTime<Utc>>, serializer: S) -> Result<S::Ok, S::Error> {
+        pub fn serialize<S: Serializer>(
+            time: &Option<DateTime<Utc>>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
             match time {
                 Some(t) => serializer.serialize_str(&super::super::format_time(t)),
                 None => serializer.serialize_none(),
@@ -409,12 +417,16 @@ pub mod time_ms {
         }
 
         /// Reads any RFC 3339 time, or null.
-        pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<DateTime<Utc>>, D::Error> {
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<DateTime<Utc>>, D::Error> {
             match Option::<String>::deserialize(deserializer)? {
                 None => Ok(None),
                 Some(text) => DateTime::parse_from_rfc3339(&text)
                     .map(|t| Some(t.with_timezone(&Utc)))
-                    .map_err(|e| serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}"))),
+                    .map_err(|e| {
+                        serde::de::Error::custom(format!("{text:?} is not an RFC 3339 time: {e}"))
+                    }),
             }
         }
     }

@@ -54,7 +54,14 @@ pub struct FailedError {
 
 impl FailureRecord {
     /// A first record for a message that failed with `error`.
-    pub fn new(listener: &str, id: &str, topic: &str, payload: &[u8], error: &str, now: DateTime<Utc>) -> FailureRecord {
+    pub fn new(
+        listener: &str,
+        id: &str,
+        topic: &str,
+        payload: &[u8],
+        error: &str,
+        now: DateTime<Utc>,
+    ) -> FailureRecord {
         let (envelope, text, base64) = match Payload::decode(payload) {
             Payload::Envelope(e) => (Some(*e), None, None),
             _ => match std::str::from_utf8(payload) {
@@ -83,8 +90,9 @@ impl FailureRecord {
     /// Parses a payload; never panics. Exactly one of `envelope` and
     /// `payload` must be present.
     pub fn from_slice(bytes: &[u8]) -> Result<FailureRecord, FailedError> {
-        let record: FailureRecord =
-            serde_json::from_slice(bytes).map_err(|e| FailedError { reason: e.to_string() })?;
+        let record: FailureRecord = serde_json::from_slice(bytes).map_err(|e| FailedError {
+            reason: e.to_string(),
+        })?;
         if record.envelope.is_some() == record.payload.is_some() {
             return Err(FailedError {
                 reason: "exactly one of `envelope` and `payload` must be present".into(),
@@ -103,11 +111,17 @@ impl FailureRecord {
     pub fn message_bytes(&self) -> Result<Vec<u8>, FailedError> {
         match (&self.envelope, &self.payload) {
             (Some(e), _) => Ok(e.to_vec()),
-            (None, Some(p)) if self.payload_base64 == Some(true) => base64::engine::general_purpose::STANDARD
-                .decode(p)
-                .map_err(|e| FailedError { reason: format!("payload is not valid base64: {e}") }),
+            (None, Some(p)) if self.payload_base64 == Some(true) => {
+                base64::engine::general_purpose::STANDARD
+                    .decode(p)
+                    .map_err(|e| FailedError {
+                        reason: format!("payload is not valid base64: {e}"),
+                    })
+            }
             (None, Some(p)) => Ok(p.as_bytes().to_vec()),
-            (None, None) => Err(FailedError { reason: "no message stored".into() }),
+            (None, None) => Err(FailedError {
+                reason: "no message stored".into(),
+            }),
         }
     }
 
@@ -140,9 +154,13 @@ pub struct ReplayRequest {
 impl ReplayRequest {
     /// Parses a request; never panics.
     pub fn from_slice(bytes: &[u8]) -> Result<ReplayRequest, FailedError> {
-        let r: ReplayRequest = serde_json::from_slice(bytes).map_err(|e| FailedError { reason: e.to_string() })?;
+        let r: ReplayRequest = serde_json::from_slice(bytes).map_err(|e| FailedError {
+            reason: e.to_string(),
+        })?;
         if r.ids.is_empty() && !r.all {
-            return Err(FailedError { reason: "a replay request names `ids` or sets `all`".into() });
+            return Err(FailedError {
+                reason: "a replay request names `ids` or sets `all`".into(),
+            });
         }
         Ok(r)
     }
@@ -207,17 +225,31 @@ mod tests {
     use proptest::prelude::*;
 
     fn now() -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339("2026-11-24T19:03:02.410Z").map(|t| t.with_timezone(&Utc)).expect("time")
+        DateTime::parse_from_rfc3339("2026-11-24T19:03:02.410Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("time")
     }
 
     #[test]
     fn envelopes_text_and_binary_are_stored_and_restored() {
-        let env = crate::envelope::Envelope::builder("a/b", "hello").build().expect("envelope");
-        let r = FailureRecord::new("l", &env.id.to_string(), "a/b", &env.to_vec(), "boom\nline two", now());
+        let env = crate::envelope::Envelope::builder("a/b", "hello")
+            .build()
+            .expect("envelope");
+        let r = FailureRecord::new(
+            "l",
+            &env.id.to_string(),
+            "a/b",
+            &env.to_vec(),
+            "boom\nline two",
+            now(),
+        );
         assert!(r.envelope.is_some() && r.payload.is_none());
         assert_eq!(r.error, "boom line two");
         assert_eq!(FailureRecord::from_slice(&r.to_vec()).expect("parses"), r);
-        assert_eq!(crate::envelope::Envelope::from_slice(&r.message_bytes().expect("bytes")).expect("env"), env);
+        assert_eq!(
+            crate::envelope::Envelope::from_slice(&r.message_bytes().expect("bytes")).expect("env"),
+            env
+        );
 
         let r = FailureRecord::new("l", "x", "a/b", b"plain text", "e", now());
         assert_eq!(r.payload_base64, Some(false));

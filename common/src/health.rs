@@ -88,7 +88,11 @@ pub struct HealthReport {
     #[serde(default)]
     pub last_error: Option<String>,
     /// One-shot bridges: when they last ran.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time_ms::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time_ms::option"
+    )]
     pub last_run: Option<DateTime<Utc>>,
     /// One-shot bridges: messages waiting in the spool.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,7 +153,9 @@ impl HealthReport {
         HealthReport {
             listener: listener.to_string(),
             state: HealthState::Up,
-            host: crate::envelope::local_hostname().unwrap_or("localhost").to_string(),
+            host: crate::envelope::local_hostname()
+                .unwrap_or("localhost")
+                .to_string(),
             pid: std::process::id(),
             version: crate::VERSION.to_string(),
             started,
@@ -166,7 +172,9 @@ impl HealthReport {
 
     /// Parses a payload; never panics.
     pub fn from_slice(bytes: &[u8]) -> Result<HealthReport, HealthError> {
-        serde_json::from_slice(bytes).map_err(|e| HealthError { reason: e.to_string() })
+        serde_json::from_slice(bytes).map_err(|e| HealthError {
+            reason: e.to_string(),
+        })
     }
 
     /// The wire form.
@@ -183,7 +191,10 @@ impl HealthReport {
     /// Whether an `up`/`degraded` report is older than 3 × its interval.
     pub fn is_stale(&self, now: DateTime<Utc>) -> bool {
         matches!(self.state, HealthState::Up | HealthState::Degraded)
-            && self.age(now) > chrono::Duration::seconds((self.interval_s.max(1) * u64::from(STALE_FACTOR)) as i64)
+            && self.age(now)
+                > chrono::Duration::seconds(
+                    (self.interval_s.max(1) * u64::from(STALE_FACTOR)) as i64,
+                )
     }
 
     /// How the report should be judged at `now`.
@@ -212,7 +223,9 @@ mod tests {
       "last_error":"smtp: connection refused","feeds":{"a":1}}"#;
 
     fn at(s: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).expect("time")
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .expect("time")
     }
 
     #[test]
@@ -223,8 +236,14 @@ mod tests {
         let again = HealthReport::from_slice(&r.to_vec()).expect("round trip");
         assert_eq!(r, again);
         let text = String::from_utf8(r.to_vec()).expect("utf8");
-        assert!(text.contains("\"last_seen\":\"2026-11-24T19:03:10.004Z\""), "{text}");
-        assert!(!text.contains("last_run"), "absent optional fields are omitted: {text}");
+        assert!(
+            text.contains("\"last_seen\":\"2026-11-24T19:03:10.004Z\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("last_run"),
+            "absent optional fields are omitted: {text}"
+        );
     }
 
     #[test]
@@ -242,7 +261,14 @@ mod tests {
 
     #[test]
     fn invalid_payloads_are_errors_not_panics() {
-        for bad in [&b""[..], b"null", b"{}", b"{\"listener\":1}", b"\xff\xfe", br#"{"listener":"x","state":"sleeping"}"#] {
+        for bad in [
+            &b""[..],
+            b"null",
+            b"{}",
+            b"{\"listener\":1}",
+            b"\xff\xfe",
+            br#"{"listener":"x","state":"sleeping"}"#,
+        ] {
             assert!(HealthReport::from_slice(bad).is_err());
         }
     }

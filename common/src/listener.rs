@@ -33,9 +33,14 @@ use tokio::sync::mpsc;
 
 use crate::config::Config;
 use crate::envelope::{Envelope, Payload, Severity};
-use crate::failed::{one_line, FailureRecord, Outcome, ReplayOutcome, ReplayRequest, ReplayResult, DEFAULT_MAX_ATTEMPTS};
+use crate::failed::{
+    one_line, FailureRecord, Outcome, ReplayOutcome, ReplayRequest, ReplayResult,
+    DEFAULT_MAX_ATTEMPTS,
+};
 use crate::health::{Counters, HealthReport, HealthState};
-use crate::mqtt::{ConnState, ConnectOptions, Connection, Message, MqttError, Publish, Publisher, Qos, Will};
+use crate::mqtt::{
+    ConnState, ConnectOptions, Connection, Message, MqttError, Publish, Publisher, Qos, Will,
+};
 use crate::seen::{SeenSet, DEFAULT_CAPACITY};
 use crate::topic::{self, Reserved};
 
@@ -66,13 +71,19 @@ pub struct HandlerError {
 impl HandlerError {
     /// A failure worth retrying.
     pub fn transient(message: impl Into<String>) -> HandlerError {
-        HandlerError { message: message.into(), retry: true }
+        HandlerError {
+            message: message.into(),
+            retry: true,
+        }
     }
 
     /// A failure that retrying will not fix: recorded at once (a replay
     /// after the cause is fixed still runs it again).
     pub fn permanent(message: impl Into<String>) -> HandlerError {
-        HandlerError { message: message.into(), retry: false }
+        HandlerError {
+            message: message.into(),
+            retry: false,
+        }
     }
 }
 
@@ -260,8 +271,10 @@ where
     let seen = match &options.state_dir {
         Some(dir) => {
             let path = dir.join("seen");
-            SeenSet::open(&path, options.dedup_capacity)
-                .map_err(|e| ListenerError::State { path, reason: e.to_string() })?
+            SeenSet::open(&path, options.dedup_capacity).map_err(|e| ListenerError::State {
+                path,
+                reason: e.to_string(),
+            })?
         }
         None => SeenSet::in_memory(options.dedup_capacity),
     };
@@ -322,8 +335,14 @@ where
     let mut control = vec![
         (topic::ping_topic(&prefix), Qos::AtLeastOnce),
         (topic::roster_topic(&prefix), Qos::AtLeastOnce),
-        (topic::replay_topic(&prefix, &options.name), Qos::AtLeastOnce),
-        (topic::failed_filter(&prefix, Some(&options.name)), Qos::AtLeastOnce),
+        (
+            topic::replay_topic(&prefix, &options.name),
+            Qos::AtLeastOnce,
+        ),
+        (
+            topic::failed_filter(&prefix, Some(&options.name)),
+            Qos::AtLeastOnce,
+        ),
     ];
     control.extend(subscriptions.iter().map(|f| (f.clone(), Qos::AtLeastOnce)));
     let mut state = conn.state_watch();
@@ -331,13 +350,24 @@ where
     // Messages queued for a persistent session arrive before the SUBACK:
     // subscribe in the background and read from the start, or the queue
     // would stall the connection.
-    let subscribe = subscribe_until_done(runtime.publisher.clone(), control, conn.state_watch(), options.name.clone());
+    let subscribe = subscribe_until_done(
+        runtime.publisher.clone(),
+        control,
+        conn.state_watch(),
+        options.name.clone(),
+    );
     tokio::pin!(subscribe);
     let mut subscribed = false;
 
     let (work_tx, work_rx) = mpsc::channel::<Job>(WORK_QUEUE);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let worker = tokio::spawn(worker(runtime.clone(), handler, work_rx, seen, stop.clone()));
+    let worker = tokio::spawn(worker(
+        runtime.clone(),
+        handler,
+        work_rx,
+        seen,
+        stop.clone(),
+    ));
 
     let mut heartbeat = tokio::time::interval(interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -410,7 +440,12 @@ where
     let _ = runtime
         .publisher
         .publish_confirmed(
-            Publish::new(topic::health_topic(&prefix, &runtime.name), report.to_vec(), Qos::AtLeastOnce, true),
+            Publish::new(
+                topic::health_topic(&prefix, &runtime.name),
+                report.to_vec(),
+                Qos::AtLeastOnce,
+                true,
+            ),
             CONFIRM_TIMEOUT,
         )
         .await;
@@ -432,7 +467,10 @@ async fn subscribe_until_done(
         match publisher.subscribe(&filters, CONFIRM_TIMEOUT).await {
             Ok(_) => return Ok(()),
             Err(MqttError::SubscribeRejected { filter, reason }) => {
-                return Err(ListenerError::InvalidFilter { filter, reason: format!("the broker refused it: {reason}") })
+                return Err(ListenerError::InvalidFilter {
+                    filter,
+                    reason: format!("the broker refused it: {reason}"),
+                })
             }
             Err(MqttError::Closed) => return Err(ListenerError::Mqtt(MqttError::Closed)),
             Err(e) => {
@@ -451,7 +489,9 @@ fn validate(options: &ListenerOptions) -> Result<(), ListenerError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !name_ok {
-        return Err(ListenerError::InvalidName { name: options.name.clone() });
+        return Err(ListenerError::InvalidName {
+            name: options.name.clone(),
+        });
     }
     if options.filters.is_empty() {
         return Err(ListenerError::NoFilter);
@@ -490,7 +530,8 @@ impl Runtime {
     /// Up, or degraded while trouble is recent (within one interval).
     fn current_state(&self) -> HealthState {
         let s = self.lock();
-        let window = chrono::Duration::from_std(self.interval).unwrap_or_else(|_| chrono::Duration::seconds(10));
+        let window = chrono::Duration::from_std(self.interval)
+            .unwrap_or_else(|_| chrono::Duration::seconds(10));
         match s.last_trouble {
             Some(t) if Utc::now() - t < window => HealthState::Degraded,
             _ => HealthState::Up,
@@ -514,7 +555,9 @@ impl Runtime {
         let publisher = self.publisher.clone();
         let topic = topic::health_topic(&self.prefix, &self.name);
         tokio::spawn(async move {
-            let _ = publisher.publish(Publish::new(topic, report.to_vec(), Qos::AtLeastOnce, true)).await;
+            let _ = publisher
+                .publish(Publish::new(topic, report.to_vec(), Qos::AtLeastOnce, true))
+                .await;
         });
     }
 
@@ -536,7 +579,9 @@ impl Runtime {
         let publisher = self.publisher.clone();
         let topic = topic::roster_topic(&self.prefix);
         tokio::spawn(async move {
-            let _ = publisher.publish(Publish::new(topic, payload, Qos::AtLeastOnce, true)).await;
+            let _ = publisher
+                .publish(Publish::new(topic, payload, Qos::AtLeastOnce, true))
+                .await;
         });
     }
 
@@ -548,7 +593,10 @@ impl Runtime {
                 let records: Vec<FailureRecord> = self.lock().records.values().cloned().collect();
                 for r in records {
                     let t = topic::failed_topic(&self.prefix, &self.name, &r.id);
-                    let _ = self.publisher.publish(Publish::new(t, r.to_vec(), Qos::AtLeastOnce, true)).await;
+                    let _ = self
+                        .publisher
+                        .publish(Publish::new(t, r.to_vec(), Qos::AtLeastOnce, true))
+                        .await;
                 }
                 let _ = self.publisher.ack(&message).await;
                 None
@@ -579,7 +627,10 @@ impl Runtime {
                 match ReplayRequest::from_slice(&message.payload) {
                     Ok(request) => Some(Job::Replay(request)),
                     Err(e) => {
-                        self.audit_warning(&format!("{}: ignored a replay request: {e}", self.name), serde_json::json!({}));
+                        self.audit_warning(
+                            &format!("{}: ignored a replay request: {e}", self.name),
+                            serde_json::json!({}),
+                        );
                         None
                     }
                 }
@@ -604,24 +655,40 @@ impl Runtime {
             let publisher = self.publisher.clone();
             let topic = topic::audit_topic(&self.prefix);
             tokio::spawn(async move {
-                let _ = publisher.publish(Publish::new(topic, envelope.to_vec(), Qos::AtLeastOnce, false)).await;
+                let _ = publisher
+                    .publish(Publish::new(
+                        topic,
+                        envelope.to_vec(),
+                        Qos::AtLeastOnce,
+                        false,
+                    ))
+                    .await;
             });
         }
     }
 
     /// Publishes a record, retained, and waits until the broker has it,
     /// retrying until it does (the original is not acknowledged before).
-    async fn store_record(&self, record: &FailureRecord, stop: &std::sync::atomic::AtomicBool) -> bool {
+    async fn store_record(
+        &self,
+        record: &FailureRecord,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> bool {
         let t = topic::failed_topic(&self.prefix, &self.name, &record.id);
         let mut attempt = 0;
         loop {
             match self
                 .publisher
-                .publish_confirmed(Publish::new(t.clone(), record.to_vec(), Qos::AtLeastOnce, true), CONFIRM_TIMEOUT)
+                .publish_confirmed(
+                    Publish::new(t.clone(), record.to_vec(), Qos::AtLeastOnce, true),
+                    CONFIRM_TIMEOUT,
+                )
                 .await
             {
                 Ok(()) => {
-                    self.lock().records.insert(record.id.clone(), record.clone());
+                    self.lock()
+                        .records
+                        .insert(record.id.clone(), record.clone());
                     return true;
                 }
                 Err(e) => {
@@ -640,7 +707,10 @@ impl Runtime {
         let t = topic::failed_topic(&self.prefix, &self.name, id);
         let ok = self
             .publisher
-            .publish_confirmed(Publish::new(t, Bytes::new(), Qos::AtLeastOnce, true), CONFIRM_TIMEOUT)
+            .publish_confirmed(
+                Publish::new(t, Bytes::new(), Qos::AtLeastOnce, true),
+                CONFIRM_TIMEOUT,
+            )
             .await
             .is_ok();
         if ok {
@@ -649,7 +719,13 @@ impl Runtime {
         ok
     }
 
-    async fn reply(&self, message_topic: &str, response_topic: Option<String>, correlation: Option<Bytes>, reply: Bytes) {
+    async fn reply(
+        &self,
+        message_topic: &str,
+        response_topic: Option<String>,
+        correlation: Option<Bytes>,
+        reply: Bytes,
+    ) {
         let Some(to) = response_topic else { return };
         if topic::validate_topic_name(&to).is_err() {
             tracing::warn!(listener = %self.name, "not replying to an invalid reply topic {to:?} (request on {message_topic})");
@@ -713,13 +789,22 @@ async fn worker<H, Fut>(
     let mut burst: Vec<Message> = Vec::new();
     loop {
         let job = match debounce {
-            Some(quiet) if !burst.is_empty() => match tokio::time::timeout(quiet, jobs.recv()).await {
-                Ok(job) => job,
-                Err(_) => {
-                    handle_burst(&runtime, &handler, &mut seen, std::mem::take(&mut burst), &stop).await;
-                    continue;
+            Some(quiet) if !burst.is_empty() => {
+                match tokio::time::timeout(quiet, jobs.recv()).await {
+                    Ok(job) => job,
+                    Err(_) => {
+                        handle_burst(
+                            &runtime,
+                            &handler,
+                            &mut seen,
+                            std::mem::take(&mut burst),
+                            &stop,
+                        )
+                        .await;
+                        continue;
+                    }
                 }
-            },
+            }
             _ => jobs.recv().await,
         };
         let Some(job) = job else { break };
@@ -728,10 +813,19 @@ async fn worker<H, Fut>(
         }
         match job {
             Job::Message(message) if debounce.is_some() => burst.push(message),
-            Job::Message(message) => handle_message(&runtime, &handler, &mut seen, message, &stop).await,
+            Job::Message(message) => {
+                handle_message(&runtime, &handler, &mut seen, message, &stop).await
+            }
             Job::Replay(request) => {
                 if !burst.is_empty() {
-                    handle_burst(&runtime, &handler, &mut seen, std::mem::take(&mut burst), &stop).await;
+                    handle_burst(
+                        &runtime,
+                        &handler,
+                        &mut seen,
+                        std::mem::take(&mut burst),
+                        &stop,
+                    )
+                    .await;
                 }
                 replay(&runtime, &handler, request, &stop).await;
             }
@@ -762,8 +856,12 @@ async fn handle_burst<H, Fut>(
             id => fresh.push((message, id)),
         }
     }
-    let Some((last, last_id)) = fresh.last() else { return };
-    let id = last_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let Some((last, last_id)) = fresh.last() else {
+        return;
+    };
+    let id = last_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let delivery = Delivery {
         topic: last.topic.clone(),
         payload: last.payload.clone(),
@@ -777,7 +875,14 @@ async fn handle_burst<H, Fut>(
         Ok(_) => runtime.lock().counters.processed += fresh.len() as u64,
         Err(error) => {
             runtime.trouble(format!("{id}: {error}"));
-            let record = FailureRecord::new(&runtime.name, &id, &last.topic, &last.payload, &error, Utc::now());
+            let record = FailureRecord::new(
+                &runtime.name,
+                &id,
+                &last.topic,
+                &last.payload,
+                &error,
+                Utc::now(),
+            );
             if !runtime.store_record(&record, stop).await {
                 return;
             }
@@ -816,14 +921,18 @@ async fn handle_message<H, Fut>(
             return;
         }
     }
-    let id = envelope_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let id = envelope_id
+        .clone()
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let reply_to = message
         .response_topic
         .clone()
         .or_else(|| decoded.envelope().and_then(|e| e.reply_to.clone()));
     let correlation = message.correlation.clone().or_else(|| {
         // MQTT 5 requesters correlate by the request id.
-        envelope_id.as_ref().map(|i| Bytes::from(i.clone().into_bytes()))
+        envelope_id
+            .as_ref()
+            .map(|i| Bytes::from(i.clone().into_bytes()))
     });
     let delivery = Delivery {
         topic: message.topic.clone(),
@@ -838,12 +947,21 @@ async fn handle_message<H, Fut>(
         Ok(reply) => {
             runtime.lock().counters.processed += 1;
             if let Some(reply) = reply {
-                runtime.reply(&message.topic, reply_to, correlation, reply).await;
+                runtime
+                    .reply(&message.topic, reply_to, correlation, reply)
+                    .await;
             }
         }
         Err(error) => {
             runtime.trouble(format!("{id}: {error}"));
-            let record = FailureRecord::new(&runtime.name, &id, &message.topic, &message.payload, &error, Utc::now());
+            let record = FailureRecord::new(
+                &runtime.name,
+                &id,
+                &message.topic,
+                &message.payload,
+                &error,
+                Utc::now(),
+            );
             if !runtime.store_record(&record, stop).await {
                 // Not stored and stopping: leave the message unacknowledged
                 // so that the broker hands it over again next time.
@@ -861,8 +979,12 @@ async fn handle_message<H, Fut>(
     let _ = runtime.publisher.ack(&message).await;
 }
 
-async fn replay<H, Fut>(runtime: &Runtime, handler: &H, request: ReplayRequest, stop: &std::sync::atomic::AtomicBool)
-where
+async fn replay<H, Fut>(
+    runtime: &Runtime,
+    handler: &H,
+    request: ReplayRequest,
+    stop: &std::sync::atomic::AtomicBool,
+) where
     H: Fn(Delivery) -> Fut,
     Fut: Future<Output = HandlerResult>,
 {
@@ -878,7 +1000,12 @@ where
         }
         let record = runtime.lock().records.get(&id).cloned();
         let Some(mut record) = record else {
-            results.push(ReplayResult { id: id.clone(), outcome: Outcome::Unknown, error: None, attempts: None });
+            results.push(ReplayResult {
+                id: id.clone(),
+                outcome: Outcome::Unknown,
+                error: None,
+                attempts: None,
+            });
             runtime.audit_warning(
                 &format!("{}: replay requested for unknown id {id}", runtime.name),
                 serde_json::json!({"action": "replay", "listener": runtime.name, "ids": [id], "outcome": "unknown"}),
@@ -886,13 +1013,23 @@ where
             continue;
         };
         if record.attempts >= runtime.options.max_attempts {
-            results.push(ReplayResult { id, outcome: Outcome::Capped, error: None, attempts: Some(record.attempts) });
+            results.push(ReplayResult {
+                id,
+                outcome: Outcome::Capped,
+                error: None,
+                attempts: Some(record.attempts),
+            });
             continue;
         }
         let bytes = match record.message_bytes() {
             Ok(b) => Bytes::from(b),
             Err(e) => {
-                results.push(ReplayResult { id, outcome: Outcome::Failed, error: Some(e.to_string()), attempts: Some(record.attempts) });
+                results.push(ReplayResult {
+                    id,
+                    outcome: Outcome::Failed,
+                    error: Some(e.to_string()),
+                    attempts: Some(record.attempts),
+                });
                 continue;
             }
         };
@@ -909,7 +1046,12 @@ where
         match run_handler(handler, runtime, delivery, 1, stop).await {
             Ok(_) => {
                 runtime.clear_record(&id).await;
-                results.push(ReplayResult { id, outcome: Outcome::Replayed, error: None, attempts: None });
+                results.push(ReplayResult {
+                    id,
+                    outcome: Outcome::Replayed,
+                    error: None,
+                    attempts: None,
+                });
             }
             Err(error) => {
                 runtime.trouble(format!("{id}: {error}"));
@@ -918,16 +1060,27 @@ where
                 record.last_failed = Utc::now();
                 runtime.lock().counters.failed += 1;
                 runtime.store_record(&record, stop).await;
-                results.push(ReplayResult { id, outcome: Outcome::Failed, error: Some(record.error.clone()), attempts: Some(record.attempts) });
+                results.push(ReplayResult {
+                    id,
+                    outcome: Outcome::Failed,
+                    error: Some(record.error.clone()),
+                    attempts: Some(record.attempts),
+                });
             }
         }
     }
     runtime.publish_health(runtime.current_state());
     if let Some(to) = request.reply_to {
         if topic::validate_topic_name(&to).is_ok() {
-            let outcome = ReplayOutcome { listener: runtime.name.clone(), results };
+            let outcome = ReplayOutcome {
+                listener: runtime.name.clone(),
+                results,
+            };
             let payload = serde_json::to_vec(&outcome).unwrap_or_default();
-            let _ = runtime.publisher.publish(Publish::new(to, payload, Qos::AtLeastOnce, false)).await;
+            let _ = runtime
+                .publisher
+                .publish(Publish::new(to, payload, Qos::AtLeastOnce, false))
+                .await;
         }
     }
 }

@@ -202,7 +202,9 @@ impl BrokerUrl {
             reason: reason.to_string(),
         };
         if !raw.contains("://") {
-            return Err(invalid("no scheme; write it as mqtt://HOST:PORT or mqtts://HOST:PORT"));
+            return Err(invalid(
+                "no scheme; write it as mqtt://HOST:PORT or mqtts://HOST:PORT",
+            ));
         }
         let url = url::Url::parse(raw.trim()).map_err(|e| invalid(&e.to_string()))?;
         let (tls, default_port) = match url.scheme() {
@@ -306,7 +308,11 @@ impl ConnectOptions {
         Ok(ConnectOptions {
             brokers,
             client_id,
-            protocol: if config.mqtt_version.value == 5 { Protocol::V5 } else { Protocol::V311 },
+            protocol: if config.mqtt_version.value == 5 {
+                Protocol::V5
+            } else {
+                Protocol::V311
+            },
             keepalive: Duration::from_secs(config.keepalive.value),
             connect_timeout: Duration::from_secs(config.connect_timeout.value),
             clean_session: true,
@@ -344,16 +350,28 @@ impl ConnectOptions {
 /// characters every broker accepts, at most 64 bytes.
 pub fn default_client_id(role: &str) -> String {
     let host = hostname();
-    let raw = format!("sb-{role}-{host}-{}-{:04x}", std::process::id(), fastrand::u16(..));
+    let raw = format!(
+        "sb-{role}-{host}-{}-{:04x}",
+        std::process::id(),
+        fastrand::u16(..)
+    );
     raw.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect()
 }
 
 /// This machine's host name, or `localhost` when it cannot be read.
 pub fn hostname() -> String {
-    crate::envelope::local_hostname().unwrap_or("localhost").to_string()
+    crate::envelope::local_hostname()
+        .unwrap_or("localhost")
+        .to_string()
 }
 
 /// The state of a connection, for status lines and health reports.
@@ -438,7 +456,12 @@ pub struct Publish {
 
 impl Publish {
     /// A plain publish.
-    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>, qos: Qos, retain: bool) -> Publish {
+    pub fn new(
+        topic: impl Into<String>,
+        payload: impl Into<Bytes>,
+        qos: Qos,
+        retain: bool,
+    ) -> Publish {
         Publish {
             topic: topic.into(),
             payload: payload.into(),
@@ -489,7 +512,10 @@ enum Command {
     /// Many publishes in one command (streaming); a waiter per publish
     /// only when the caller wants confirmations.
     PublishBatch(Vec<(Publish, Option<Waiter>)>),
-    Subscribe(Vec<(String, Qos)>, oneshot::Sender<Result<Vec<Qos>, MqttError>>),
+    Subscribe(
+        Vec<(String, Qos)>,
+        oneshot::Sender<Result<Vec<Qos>, MqttError>>,
+    ),
     Ack(Arc<AckHandle>),
     Disconnect(oneshot::Sender<()>),
 }
@@ -528,13 +554,20 @@ impl Publisher {
     /// Queues many publishes at once (one hand-over for the whole batch:
     /// what streaming publishers use). With `confirm`, one [`Confirmation`]
     /// per publish, in order; without, none (QoS 0 fire and forget).
-    pub async fn publish_batch(&self, batch: Vec<Publish>, confirm: bool) -> Result<Vec<Confirmation>, MqttError> {
+    pub async fn publish_batch(
+        &self,
+        batch: Vec<Publish>,
+        confirm: bool,
+    ) -> Result<Vec<Confirmation>, MqttError> {
         let mut confirmations = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
         for publish in batch {
             if confirm {
                 let (tx, rx) = oneshot::channel();
-                confirmations.push(Confirmation { topic: publish.topic.clone(), rx });
+                confirmations.push(Confirmation {
+                    topic: publish.topic.clone(),
+                    rx,
+                });
                 items.push((publish, Some(tx)));
             } else {
                 items.push((publish, None));
@@ -548,14 +581,22 @@ impl Publisher {
     }
 
     /// Publishes and waits up to `timeout` for the broker's confirmation.
-    pub async fn publish_confirmed(&self, publish: Publish, timeout: Duration) -> Result<(), MqttError> {
+    pub async fn publish_confirmed(
+        &self,
+        publish: Publish,
+        timeout: Duration,
+    ) -> Result<(), MqttError> {
         self.publish(publish).await?.wait(timeout).await
     }
 
     /// Subscribes and waits up to `timeout` for the SUBACK; returns the
     /// granted QoS per filter, or the first refusal. The subscription is
     /// renewed automatically after a reconnect that lost the session.
-    pub async fn subscribe(&self, filters: &[(String, Qos)], timeout: Duration) -> Result<Vec<Qos>, MqttError> {
+    pub async fn subscribe(
+        &self,
+        filters: &[(String, Qos)],
+        timeout: Duration,
+    ) -> Result<Vec<Qos>, MqttError> {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::Subscribe(filters.to_vec(), tx))
@@ -565,7 +606,11 @@ impl Publisher {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(MqttError::Closed),
             Err(_) => Err(MqttError::SubscribeTimeout {
-                filter: filters.iter().map(|(f, _)| f.as_str()).collect::<Vec<_>>().join(" "),
+                filter: filters
+                    .iter()
+                    .map(|(f, _)| f.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
                 secs: timeout.as_secs_f64(),
             }),
         }
@@ -647,12 +692,20 @@ impl Connection {
     }
 
     /// Shorthand for [`Publisher::publish_confirmed`].
-    pub async fn publish_confirmed(&self, publish: Publish, timeout: Duration) -> Result<(), MqttError> {
+    pub async fn publish_confirmed(
+        &self,
+        publish: Publish,
+        timeout: Duration,
+    ) -> Result<(), MqttError> {
         self.publisher.publish_confirmed(publish, timeout).await
     }
 
     /// Shorthand for [`Publisher::subscribe`].
-    pub async fn subscribe(&self, filters: &[(String, Qos)], timeout: Duration) -> Result<Vec<Qos>, MqttError> {
+    pub async fn subscribe(
+        &self,
+        filters: &[(String, Qos)],
+        timeout: Duration,
+    ) -> Result<Vec<Qos>, MqttError> {
         self.publisher.subscribe(filters, timeout).await
     }
 
@@ -691,7 +744,13 @@ impl Connection {
     /// their confirmations first.
     pub async fn disconnect(mut self) {
         let (tx, rx) = oneshot::channel();
-        if self.publisher.commands.send(Command::Disconnect(tx)).await.is_ok() {
+        if self
+            .publisher
+            .commands
+            .send(Command::Disconnect(tx))
+            .await
+            .is_ok()
+        {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         if let Some(handle) = self.driver.take() {
@@ -715,11 +774,20 @@ enum Loop {
 
 /// What the driver needs to know of an event, for both protocols.
 enum Ev {
-    ConnAck { session_present: bool, refused: Option<String> },
+    ConnAck {
+        session_present: bool,
+        refused: Option<String>,
+    },
     // Boxed: a message is far larger than the other events.
     Incoming(Box<(Message, Option<AckPacket>)>),
-    PubAck { pkid: u16, rejected: Option<String> },
-    SubAck { pkid: u16, granted: Vec<Result<Qos, String>> },
+    PubAck {
+        pkid: u16,
+        rejected: Option<String>,
+    },
+    SubAck {
+        pkid: u16,
+        granted: Vec<Result<Qos, String>>,
+    },
     OutgoingPublish(u16),
     OutgoingSubscribe(u16),
     OutgoingDisconnect,
@@ -736,12 +804,16 @@ impl Loop {
         match self {
             Loop::V4(el) => match el.poll().await {
                 Ok(ev) => Ok(convert_v4(ev, manual_acks)),
-                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => Err(PollError::Refused(format!("{code:?}"))),
+                Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
+                    Err(PollError::Refused(format!("{code:?}")))
+                }
                 Err(e) => Err(PollError::Network(e.to_string())),
             },
             Loop::V5(el) => match el.poll().await {
                 Ok(ev) => Ok(convert_v5(ev, manual_acks)),
-                Err(r5::ConnectionError::ConnectionRefused(code)) => Err(PollError::Refused(format!("{code:?}"))),
+                Err(r5::ConnectionError::ConnectionRefused(code)) => {
+                    Err(PollError::Refused(format!("{code:?}")))
+                }
                 Err(e) => Err(PollError::Network(e.to_string())),
             },
         }
@@ -760,7 +832,9 @@ impl Loop {
 impl Sender {
     fn try_publish(&self, p: &Publish) -> bool {
         match self {
-            Sender::V4(c) => c.try_publish(p.topic.clone(), p.qos.v4(), p.retain, p.payload.clone()).is_ok(),
+            Sender::V4(c) => c
+                .try_publish(p.topic.clone(), p.qos.v4(), p.retain, p.payload.clone())
+                .is_ok(),
             Sender::V5(c) => {
                 let props = if p.response_topic.is_some() || p.correlation.is_some() {
                     Some(r5::mqttbytes::v5::PublishProperties {
@@ -773,9 +847,17 @@ impl Sender {
                 };
                 match props {
                     Some(props) => c
-                        .try_publish_with_properties(p.topic.clone(), p.qos.v5(), p.retain, p.payload.clone(), props)
+                        .try_publish_with_properties(
+                            p.topic.clone(),
+                            p.qos.v5(),
+                            p.retain,
+                            p.payload.clone(),
+                            props,
+                        )
                         .is_ok(),
-                    None => c.try_publish(p.topic.clone(), p.qos.v5(), p.retain, p.payload.clone()).is_ok(),
+                    None => c
+                        .try_publish(p.topic.clone(), p.qos.v5(), p.retain, p.payload.clone())
+                        .is_ok(),
                 }
             }
         }
@@ -784,10 +866,18 @@ impl Sender {
     fn try_subscribe(&self, filters: &[(String, Qos)]) -> bool {
         match self {
             Sender::V4(c) => c
-                .try_subscribe_many(filters.iter().map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), q.v4())))
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| rumqttc::SubscribeFilter::new(f.clone(), q.v4())),
+                )
                 .is_ok(),
             Sender::V5(c) => c
-                .try_subscribe_many(filters.iter().map(|(f, q)| r5::mqttbytes::v5::Filter::new(f.clone(), q.v5())))
+                .try_subscribe_many(
+                    filters
+                        .iter()
+                        .map(|(f, q)| r5::mqttbytes::v5::Filter::new(f.clone(), q.v5())),
+                )
                 .is_ok(),
         }
     }
@@ -833,22 +923,30 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
     match ev {
         Event::Incoming(Packet::ConnAck(ack)) => Ev::ConnAck {
             session_present: ack.session_present,
-            refused: (ack.code != rumqttc::ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
+            refused: (ack.code != rumqttc::ConnectReturnCode::Success)
+                .then(|| format!("{:?}", ack.code)),
         },
         Event::Incoming(Packet::Publish(p)) => {
-            let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce).then(|| AckPacket::V4(p.clone()));
-            Ev::Incoming(Box::new((Message {
-                topic: p.topic,
-                payload: p.payload,
-                qos: qos_from_v4(p.qos),
-                retain: p.retain,
-                dup: p.dup,
-                response_topic: None,
-                correlation: None,
-                ack: None,
-            }, ack)))
+            let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce)
+                .then(|| AckPacket::V4(p.clone()));
+            Ev::Incoming(Box::new((
+                Message {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: qos_from_v4(p.qos),
+                    retain: p.retain,
+                    dup: p.dup,
+                    response_topic: None,
+                    correlation: None,
+                    ack: None,
+                },
+                ack,
+            )))
         }
-        Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck { pkid: ack.pkid, rejected: None },
+        Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck {
+            pkid: ack.pkid,
+            rejected: None,
+        },
         Event::Incoming(Packet::SubAck(ack)) => Ev::SubAck {
             pkid: ack.pkid,
             granted: ack
@@ -856,7 +954,9 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
                 .into_iter()
                 .map(|c| match c {
                     rumqttc::SubscribeReasonCode::Success(q) => Ok(qos_from_v4(q)),
-                    rumqttc::SubscribeReasonCode::Failure => Err("refused (MQTT 3.1.1 gives no reason; check the broker's ACL)".into()),
+                    rumqttc::SubscribeReasonCode::Failure => {
+                        Err("refused (MQTT 3.1.1 gives no reason; check the broker's ACL)".into())
+                    }
                 })
                 .collect(),
         },
@@ -877,21 +977,25 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
             refused: (ack.code != ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
         },
         Event::Incoming(Packet::Publish(p)) => {
-            let ack = (manual_acks && p.qos != r5::mqttbytes::QoS::AtMostOnce).then(|| AckPacket::V5(p.clone()));
+            let ack = (manual_acks && p.qos != r5::mqttbytes::QoS::AtMostOnce)
+                .then(|| AckPacket::V5(p.clone()));
             let (response_topic, correlation) = match &p.properties {
                 Some(props) => (props.response_topic.clone(), props.correlation_data.clone()),
                 None => (None, None),
             };
-            Ev::Incoming(Box::new((Message {
-                topic: String::from_utf8_lossy(&p.topic).into_owned(),
-                payload: p.payload,
-                qos: qos_from_v5(p.qos),
-                retain: p.retain,
-                dup: p.dup,
-                response_topic,
-                correlation,
-                ack: None,
-            }, ack)))
+            Ev::Incoming(Box::new((
+                Message {
+                    topic: String::from_utf8_lossy(&p.topic).into_owned(),
+                    payload: p.payload,
+                    qos: qos_from_v5(p.qos),
+                    retain: p.retain,
+                    dup: p.dup,
+                    response_topic,
+                    correlation,
+                    ack: None,
+                },
+                ack,
+            )))
         }
         Event::Incoming(Packet::PubAck(ack)) => Ev::PubAck {
             pkid: ack.pkid,
@@ -1119,14 +1223,21 @@ impl Core {
             Command::Publish(publish, waiter) => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.unconfirmed.insert(seq, Unconfirmed { publish, waiter: Some(waiter) });
+                self.unconfirmed.insert(
+                    seq,
+                    Unconfirmed {
+                        publish,
+                        waiter: Some(waiter),
+                    },
+                );
                 self.backlog.push_back(seq);
             }
             Command::PublishBatch(batch) => {
                 for (publish, waiter) in batch {
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    self.unconfirmed.insert(seq, Unconfirmed { publish, waiter });
+                    self.unconfirmed
+                        .insert(seq, Unconfirmed { publish, waiter });
                     self.backlog.push_back(seq);
                 }
             }
@@ -1138,7 +1249,13 @@ impl Core {
                         self.subscriptions.push(f.clone());
                     }
                 }
-                self.subscribes.insert(seq, PendingSubscribe { filters, waiter: Some(waiter) });
+                self.subscribes.insert(
+                    seq,
+                    PendingSubscribe {
+                        filters,
+                        waiter: Some(waiter),
+                    },
+                );
                 self.subscribe_backlog.push_back(seq);
             }
             Command::Ack(handle) => {
@@ -1160,7 +1277,9 @@ impl Core {
     /// Sends the acks that are next in receipt order.
     fn flush_acks(&mut self) {
         while let Some(front) = self.ack_order.front().copied() {
-            let Some(handle) = self.acks_ready.remove(&front) else { break };
+            let Some(handle) = self.acks_ready.remove(&front) else {
+                break;
+            };
             if self.connected {
                 self.sender.try_ack(&handle);
             }
@@ -1171,7 +1290,11 @@ impl Core {
     /// After a requested disconnect: send DISCONNECT once everything queued
     /// was handed to rumqttc (it keeps the order).
     fn finish_disconnect(&mut self) {
-        if self.disconnect_waiter.is_some() && !self.disconnect_sent && self.connected && self.backlog.is_empty() {
+        if self.disconnect_waiter.is_some()
+            && !self.disconnect_sent
+            && self.connected
+            && self.backlog.is_empty()
+        {
             self.disconnect_sent = self.sender.try_disconnect();
         }
     }
@@ -1200,7 +1323,9 @@ impl Core {
                 self.handed.push_back(Handed::Subscribe { seq });
                 continue;
             }
-            let Some(seq) = self.backlog.front().copied() else { return };
+            let Some(seq) = self.backlog.front().copied() else {
+                return;
+            };
             let Some(entry) = self.unconfirmed.get(&seq) else {
                 self.backlog.pop_front();
                 continue;
@@ -1217,13 +1342,18 @@ impl Core {
     /// Handles one event; false ends the driver.
     async fn event(&mut self, ev: Ev) -> bool {
         match ev {
-            Ev::ConnAck { session_present, refused } => {
+            Ev::ConnAck {
+                session_present,
+                refused,
+            } => {
                 if let Some(reason) = refused {
                     return self.refused(reason).await;
                 }
                 self.connected = true;
                 self.attempt = 0;
-                let _ = self.state.send(ConnState::Connected { broker: self.broker().display.clone() });
+                let _ = self.state.send(ConnState::Connected {
+                    broker: self.broker().display.clone(),
+                });
                 if let Some(first) = self.first.take() {
                     let _ = first.send(Ok(()));
                 }
@@ -1231,7 +1361,11 @@ impl Core {
             }
             Ev::OutgoingPublish(pkid) => {
                 // The next handed request is a publish: pair it with its id.
-                if let Some(pos) = self.handed.iter().position(|h| matches!(h, Handed::Publish { .. })) {
+                if let Some(pos) = self
+                    .handed
+                    .iter()
+                    .position(|h| matches!(h, Handed::Publish { .. }))
+                {
                     if let Some(Handed::Publish { seq, qos }) = self.handed.remove(pos) {
                         if qos == Qos::AtMostOnce {
                             if let Some(mut entry) = self.unconfirmed.remove(&seq) {
@@ -1250,7 +1384,10 @@ impl Core {
                     if let Some(mut entry) = self.unconfirmed.remove(&seq) {
                         let result = match rejected {
                             None => Ok(()),
-                            Some(reason) => Err(MqttError::PublishRejected { topic: entry.publish.topic.clone(), reason }),
+                            Some(reason) => Err(MqttError::PublishRejected {
+                                topic: entry.publish.topic.clone(),
+                                reason,
+                            }),
                         };
                         if let Some(w) = entry.waiter.take() {
                             let _ = w.send(result);
@@ -1259,7 +1396,11 @@ impl Core {
                 }
             }
             Ev::OutgoingSubscribe(pkid) => {
-                if let Some(pos) = self.handed.iter().position(|h| matches!(h, Handed::Subscribe { .. })) {
+                if let Some(pos) = self
+                    .handed
+                    .iter()
+                    .position(|h| matches!(h, Handed::Subscribe { .. }))
+                {
                     if let Some(Handed::Subscribe { seq }) = self.handed.remove(pos) {
                         self.subscribe_pkids.insert(pkid, seq);
                     }
@@ -1273,7 +1414,8 @@ impl Core {
                             match (g, &mut result) {
                                 (Ok(q), Ok(v)) => v.push(q),
                                 (Err(reason), Ok(_)) => {
-                                    let filter = sub.filters.get(i).map(|f| f.0.clone()).unwrap_or_default();
+                                    let filter =
+                                        sub.filters.get(i).map(|f| f.0.clone()).unwrap_or_default();
                                     self.subscriptions.retain(|(f, _)| *f != filter);
                                     result = Err(MqttError::SubscribeRejected { filter, reason });
                                 }
@@ -1292,7 +1434,11 @@ impl Core {
                     let seq = self.next_receipt;
                     self.next_receipt += 1;
                     self.ack_order.push_back(seq);
-                    message.ack = Some(Arc::new(AckHandle { seq, epoch: self.epoch, packet }));
+                    message.ack = Some(Arc::new(AckHandle {
+                        seq,
+                        epoch: self.epoch,
+                        packet,
+                    }));
                 }
                 // Deliver, but keep serving commands while the consumer is
                 // slow, so a consumer that publishes cannot deadlock.
@@ -1339,12 +1485,22 @@ impl Core {
                 .values()
                 .flat_map(|s| s.filters.iter().cloned())
                 .collect();
-            let renew: Vec<(String, Qos)> =
-                self.subscriptions.iter().filter(|f| !known.contains(f)).cloned().collect();
+            let renew: Vec<(String, Qos)> = self
+                .subscriptions
+                .iter()
+                .filter(|f| !known.contains(f))
+                .cloned()
+                .collect();
             if !renew.is_empty() {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.subscribes.insert(seq, PendingSubscribe { filters: renew, waiter: None });
+                self.subscribes.insert(
+                    seq,
+                    PendingSubscribe {
+                        filters: renew,
+                        waiter: None,
+                    },
+                );
                 self.subscribe_backlog.push_back(seq);
             }
         }
@@ -1449,7 +1605,11 @@ fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>)
     let cap = RUMQTT_CHANNEL_CAP + 64;
     match options.protocol {
         Protocol::V311 => {
-            let mut o = rumqttc::MqttOptions::new(options.client_id.clone(), broker.host.clone(), broker.port);
+            let mut o = rumqttc::MqttOptions::new(
+                options.client_id.clone(),
+                broker.host.clone(),
+                broker.port,
+            );
             o.set_keep_alive(options.keepalive)
                 .set_clean_session(options.clean_session)
                 .set_manual_acks(options.manual_acks)
@@ -1461,7 +1621,12 @@ fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>)
                 o.set_credentials(u.clone(), p.clone().unwrap_or_default());
             }
             if let Some(w) = &options.will {
-                o.set_last_will(rumqttc::LastWill::new(w.topic.clone(), w.payload.clone(), w.qos.v4(), w.retain));
+                o.set_last_will(rumqttc::LastWill::new(
+                    w.topic.clone(),
+                    w.payload.clone(),
+                    w.qos.v4(),
+                    w.retain,
+                ));
             }
             if let Some(tls) = tls {
                 o.set_transport(rumqttc::Transport::tls_with_config(tls));
@@ -1472,7 +1637,8 @@ fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>)
             (Sender::V4(client), Loop::V4(Box::new(el)))
         }
         Protocol::V5 => {
-            let mut o = r5::MqttOptions::new(options.client_id.clone(), broker.host.clone(), broker.port);
+            let mut o =
+                r5::MqttOptions::new(options.client_id.clone(), broker.host.clone(), broker.port);
             o.set_keep_alive(options.keepalive)
                 .set_clean_start(options.clean_session)
                 .set_manual_acks(options.manual_acks)
@@ -1515,7 +1681,10 @@ mod tests {
         let u = BrokerUrl::parse("mqtt://127.0.0.1").expect("parses");
         assert_eq!((u.host.as_str(), u.port, u.tls), ("127.0.0.1", 1883, false));
         let u = BrokerUrl::parse("mqtts://bob:s%40cret@broker.example:9999").expect("parses");
-        assert_eq!((u.host.as_str(), u.port, u.tls), ("broker.example", 9999, true));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.tls),
+            ("broker.example", 9999, true)
+        );
         assert_eq!(u.username.as_deref(), Some("bob"));
         assert_eq!(u.password.as_deref(), Some("s@cret"));
         assert!(!u.display.contains("cret"), "{}", u.display);
@@ -1554,6 +1723,10 @@ mod tests {
     fn client_ids_are_broker_safe() {
         let id = default_client_id("tail/ü x");
         assert!(id.len() <= 64);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'), "{id}");
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
+            "{id}"
+        );
     }
 }

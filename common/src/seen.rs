@@ -115,7 +115,9 @@ impl SeenSet {
 
     /// Rewrites the file with only the remembered ids.
     fn compact(&mut self) -> std::io::Result<()> {
-        let Some(path) = self.path.clone() else { return Ok(()) };
+        let Some(path) = self.path.clone() else {
+            return Ok(());
+        };
         let tmp = path.with_extension("tmp");
         {
             let mut out = std::io::BufWriter::new(File::create(&tmp)?);
@@ -145,7 +147,10 @@ mod tests {
             assert!(set.insert(id).expect("insert"));
         }
         assert!(!set.insert("d").expect("insert"), "a duplicate is reported");
-        assert!(!set.contains("a"), "the oldest is forgotten beyond capacity");
+        assert!(
+            !set.contains("a"),
+            "the oldest is forgotten beyond capacity"
+        );
         drop(set);
         let set = SeenSet::open(&path, 3).expect("reopen");
         assert!(set.contains("b") && set.contains("c") && set.contains("d"));
@@ -160,7 +165,10 @@ mod tests {
         for i in 0..1000 {
             set.insert(&i.to_string()).expect("insert");
         }
-        let lines = std::fs::read_to_string(&path).expect("read").lines().count();
+        let lines = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .count();
         assert!(lines <= 21, "{lines} lines on disk");
         let set = SeenSet::open(&path, 10).expect("reopen");
         assert_eq!(set.len(), 10);

@@ -58,7 +58,9 @@ fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
     let dir = exe.parent().expect("directory of the executable");
     if dir.file_name().is_some_and(|n| n == "deps") {
-        dir.parent().map(Path::to_path_buf).expect("target directory")
+        dir.parent()
+            .map(Path::to_path_buf)
+            .expect("target directory")
     } else {
         dir.to_path_buf()
     }
@@ -90,7 +92,8 @@ pub fn isolate(cmd: &mut Command) {
 
 fn empty_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir")).path()
+    DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"))
+        .path()
 }
 
 /// Output of a finished process.
@@ -148,7 +151,11 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> Finished {
     let stdout = out_thread.join().unwrap_or_default();
     let stderr = err_thread.join().unwrap_or_default();
     let code = status.and_then(|s| s.code()).unwrap_or(-1);
-    Finished { code, stdout, stderr }
+    Finished {
+        code,
+        stdout,
+        stderr,
+    }
 }
 
 /// A child process killed (by pid) when dropped.
@@ -214,7 +221,10 @@ impl Mosquitto {
     /// port with the same configuration and data.
     pub fn restart(&mut self, graceful: bool) {
         if graceful {
-            let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(self.child.id().to_string())
+                .status();
         } else {
             let _ = self.child.kill();
         }
@@ -302,7 +312,10 @@ fn start_mosquitto(test: &str, port: Option<u16>, persistent: bool) -> Option<Mo
     while Instant::now() < deadline {
         let port = port.unwrap_or_else(free_port);
         let persistence = if persistent {
-            format!("persistence true\npersistence_location {}/\nautosave_interval 1\n", dir.path().display())
+            format!(
+                "persistence true\npersistence_location {}/\nautosave_interval 1\n",
+                dir.path().display()
+            )
         } else {
             "persistence false\n".to_string()
         };
@@ -314,7 +327,12 @@ fn start_mosquitto(test: &str, port: Option<u16>, persistent: bool) -> Option<Mo
         )
         .expect("write mosquitto.conf");
         if let Some(child) = launch(&conf, port) {
-            return Some(Mosquitto { child, port, conf, _dir: dir });
+            return Some(Mosquitto {
+                child,
+                port,
+                conf,
+                _dir: dir,
+            });
         }
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -355,7 +373,11 @@ pub fn test_logging() {
 /// A configuration for in-process listeners and clients: `broker`, a
 /// private state directory, a short health interval, nothing from the
 /// environment or the user's files.
-pub fn test_config(broker: &str, state_dir: &Path, health_interval: u64) -> signalbox_common::config::Config {
+pub fn test_config(
+    broker: &str,
+    state_dir: &Path,
+    health_interval: u64,
+) -> signalbox_common::config::Config {
     test_logging();
     let file = state_dir.join("empty-config.toml");
     std::fs::create_dir_all(state_dir).expect("state dir");

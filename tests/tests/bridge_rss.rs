@@ -71,12 +71,18 @@ impl HttpServer {
             rt.block_on(async move {
                 let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else { continue };
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
                     tokio::spawn(serve(stream, r.clone(), q.clone()));
                 }
             });
         });
-        HttpServer { port, routes, requests }
+        HttpServer {
+            port,
+            routes,
+            requests,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -84,7 +90,10 @@ impl HttpServer {
     }
 
     fn route(&self, path: &str, route: Route) {
-        self.routes.lock().expect("routes").insert(path.to_string(), route);
+        self.routes
+            .lock()
+            .expect("routes")
+            .insert(path.to_string(), route);
     }
 
     fn feed(&self, path: &str, body: &[u8]) {
@@ -138,20 +147,34 @@ async fn serve(
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    requests.lock().expect("requests").push(Seen { path: path.clone(), headers: headers.clone() });
+    requests.lock().expect("requests").push(Seen {
+        path: path.clone(),
+        headers: headers.clone(),
+    });
     let route = routes.lock().expect("routes").get(&path).cloned();
     let head = |status: &str, extra: &str, len: Option<usize>| {
-        let len = len.map(|n| format!("Content-Length: {n}\r\n")).unwrap_or_default();
+        let len = len
+            .map(|n| format!("Content-Length: {n}\r\n"))
+            .unwrap_or_default();
         format!("HTTP/1.1 {status}\r\nConnection: close\r\n{extra}{len}\r\n")
     };
     match route {
         None => {
-            let _ = stream.write_all(head("404 Not Found", "", Some(0)).as_bytes()).await;
+            let _ = stream
+                .write_all(head("404 Not Found", "", Some(0)).as_bytes())
+                .await;
         }
-        Some(Route::Feed { body, content_type, etag, gzip }) => {
+        Some(Route::Feed {
+            body,
+            content_type,
+            etag,
+            gzip,
+        }) => {
             if etag.is_some() && headers.get("if-none-match") == etag.as_ref() {
                 let extra = format!("ETag: {}\r\n", etag.unwrap_or_default());
-                let _ = stream.write_all(head("304 Not Modified", &extra, None).as_bytes()).await;
+                let _ = stream
+                    .write_all(head("304 Not Modified", &extra, None).as_bytes())
+                    .await;
                 return;
             }
             let mut extra = format!("Content-Type: {content_type}\r\n");
@@ -159,15 +182,20 @@ async fn serve(
                 extra.push_str(&format!("ETag: {tag}\r\n"));
             }
             let body = if gzip {
-                assert!(headers.get("accept-encoding").is_some_and(|v| v.contains("gzip")));
+                assert!(headers
+                    .get("accept-encoding")
+                    .is_some_and(|v| v.contains("gzip")));
                 extra.push_str("Content-Encoding: gzip\r\n");
-                let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                let mut enc =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
                 enc.write_all(&body).expect("gzip");
                 enc.finish().expect("gzip")
             } else {
                 body
             };
-            let _ = stream.write_all(head("200 OK", &extra, Some(body.len())).as_bytes()).await;
+            let _ = stream
+                .write_all(head("200 OK", &extra, Some(body.len())).as_bytes())
+                .await;
             let _ = stream.write_all(&body).await;
         }
         Some(Route::Status(code, hs)) => {
@@ -185,7 +213,9 @@ async fn serve(
             let _ = stream
                 .write_all(head("200 OK", "Content-Type: application/rss+xml\r\n", None).as_bytes())
                 .await;
-            let _ = stream.write_all(b"<?xml version=\"1.0\"?><rss version=\"2.0\"><channel>").await;
+            let _ = stream
+                .write_all(b"<?xml version=\"1.0\"?><rss version=\"2.0\"><channel>")
+                .await;
             let junk = b"<item><title>again</title></item>".repeat(1000);
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(120) {
@@ -196,19 +226,27 @@ async fn serve(
         }
         Some(Route::Redirect(to)) => {
             let extra = format!("Location: {to}\r\n");
-            let _ = stream.write_all(head("302 Found", &extra, Some(0)).as_bytes()).await;
+            let _ = stream
+                .write_all(head("302 Found", &extra, Some(0)).as_bytes())
+                .await;
         }
     }
 }
 
 fn fixture(name: &str) -> Vec<u8> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/rss").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/rss")
+        .join(name);
     std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// Runs `signalbox-bridge rss --once ARGS`.
 fn once(broker: &str, state: &Path, args: &[&str]) -> Finished {
-    run_input(bridge(broker, state).args(["rss", "--once"]).args(args), b"", LIMIT)
+    run_input(
+        bridge(broker, state).args(["rss", "--once"]).args(args),
+        b"",
+        LIMIT,
+    )
 }
 
 /// The summary line of `feed` in a `--once` output.
@@ -217,18 +255,31 @@ fn line<'a>(out: &'a Finished, feed: &str) -> &'a str {
     out.stdout
         .lines()
         .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no line for {feed} in {:?} (stderr {:?})", out.stdout, out.stderr))
+        .unwrap_or_else(|| {
+            panic!(
+                "no line for {feed} in {:?} (stderr {:?})",
+                out.stdout, out.stderr
+            )
+        })
 }
 
 /// Entry messages among `got`, by feed.
 fn entries(got: &[Got]) -> Vec<Value> {
-    got.iter().filter(|g| g.topic.ends_with("/entry")).map(Got::json).collect()
+    got.iter()
+        .filter(|g| g.topic.ends_with("/entry"))
+        .map(Got::json)
+        .collect()
 }
 
 fn with_title<'a>(got: &'a [Value], title: &str) -> &'a Value {
     got.iter()
         .find(|v| v["body"]["title"] == title)
-        .unwrap_or_else(|| panic!("no entry titled {title:?} in {:#?}", got.iter().map(|v| &v["body"]["title"]).collect::<Vec<_>>()))
+        .unwrap_or_else(|| {
+            panic!(
+                "no entry titled {title:?} in {:#?}",
+                got.iter().map(|v| &v["body"]["title"]).collect::<Vec<_>>()
+            )
+        })
 }
 
 const FORMATS: [(&str, &str); 9] = [
@@ -259,14 +310,29 @@ fn every_format_and_oddity_is_published_once_and_a_restart_republishes_nothing()
     let out = once(&broker.url(), state.path(), &args);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let got = entries(&sub.drain(Duration::from_secs(2)));
-    assert_eq!(got.len(), 2 + 2 + 3 + 2 + 2 + 2 + 5 + 1 + 4, "{:#?}", got.iter().map(|v| &v["summary"]).collect::<Vec<_>>());
+    assert_eq!(
+        got.len(),
+        2 + 2 + 3 + 2 + 2 + 2 + 5 + 1 + 4,
+        "{:#?}",
+        got.iter().map(|v| &v["summary"]).collect::<Vec<_>>()
+    );
     for v in &got {
         let feed = v["body"]["feed"].as_str().expect("feed");
         assert_eq!(v["topic"], format!("signalbox/dev/rss/{feed}/entry"));
         assert_eq!(v["source"]["bridge"], "rss");
         let summary = v["summary"].as_str().expect("summary");
         assert!(summary.starts_with(&format!("[{feed}] ")), "{summary}");
-        for field in ["feed_title", "entry_id", "title", "link", "published", "updated", "authors", "categories", "summary"] {
+        for field in [
+            "feed_title",
+            "entry_id",
+            "title",
+            "link",
+            "published",
+            "updated",
+            "authors",
+            "categories",
+            "summary",
+        ] {
             assert!(v["body"].get(field).is_some(), "{field} missing in {v}");
         }
     }
@@ -274,22 +340,43 @@ fn every_format_and_oddity_is_published_once_and_a_restart_republishes_nothing()
     let kernel = with_title(&got, "kernel-2.6.31.5-127.fc12 complete");
     assert_eq!(kernel["body"]["entry_id"], "koji-build-3");
     assert_eq!(kernel["body"]["summary"], "Build complete on [x86_64]");
-    assert_eq!(kernel["body"]["categories"], serde_json::json!(["kernel", "f12"]));
-    assert_eq!(kernel["body"]["authors"], serde_json::json!(["kernel-maint"]));
+    assert_eq!(
+        kernel["body"]["categories"],
+        serde_json::json!(["kernel", "f12"])
+    );
+    assert_eq!(
+        kernel["body"]["authors"],
+        serde_json::json!(["kernel-maint"])
+    );
     assert_eq!(kernel["body"]["published"], "2009-11-24T19:05:00.000Z");
-    assert_eq!(kernel["links"]["url"], "https://koji.example.org/buildinfo?buildID=3");
-    let koji: Vec<&Value> = got.iter().filter(|v| v["body"]["feed"] == "rss20").collect();
+    assert_eq!(
+        kernel["links"]["url"],
+        "https://koji.example.org/buildinfo?buildID=3"
+    );
+    let koji: Vec<&Value> = got
+        .iter()
+        .filter(|v| v["body"]["feed"] == "rss20")
+        .collect();
     assert_eq!(koji[0]["body"]["entry_id"], "koji-build-1", "oldest first");
     // RSS 0.91 and 1.0.
-    assert_eq!(with_title(&got, "Mirror sync finished")["body"]["entry_id"], "http://status.example.org/2001/mirror-sync");
+    assert_eq!(
+        with_title(&got, "Mirror sync finished")["body"]["entry_id"],
+        "http://status.example.org/2001/mirror-sync"
+    );
     let bug = with_title(&got, "Bug 101 - kernel oops in ext4");
     assert_eq!(bug["body"]["authors"], serde_json::json!(["jkeating"]));
     assert_eq!(bug["body"]["feed_title"], "Bug tracker");
     // Atom: HTML title, XHTML summary, relative link resolved, alternate link.
     let party = with_title(&got, "Release party");
     assert_eq!(party["body"]["summary"], "Come to the release party!");
-    assert_eq!(party["body"]["link"], "https://planet.example.org/2009/party");
-    assert_eq!(party["body"]["authors"], serde_json::json!(["Máirín Duffy"]));
+    assert_eq!(
+        party["body"]["link"],
+        "https://planet.example.org/2009/party"
+    );
+    assert_eq!(
+        party["body"]["authors"],
+        serde_json::json!(["Máirín Duffy"])
+    );
     assert_eq!(party["body"]["updated"], "2009-11-25T07:00:00.000Z");
     let plain = with_title(&got, "Plain");
     assert_eq!(plain["body"]["summary"], "Only content, no summary");
@@ -297,15 +384,33 @@ fn every_format_and_oddity_is_published_once_and_a_restart_republishes_nothing()
     // JSON Feed.
     let json = with_title(&got, "Second évent");
     assert_eq!(json["body"]["summary"], "HTML content");
-    assert_eq!(json["body"]["categories"], serde_json::json!(["ops", "json"]));
+    assert_eq!(
+        json["body"]["categories"],
+        serde_json::json!(["ops", "json"])
+    );
     // Entities and CDATA.
-    assert_eq!(with_title(&got, "CDATA <title> & friends")["body"]["summary"], "Inside CDATA & still HTML");
+    assert_eq!(
+        with_title(&got, "CDATA <title> & friends")["body"]["summary"],
+        "Inside CDATA & still HTML"
+    );
     with_title(&got, "AT&T <rocks> © 2009 €5");
-    assert_eq!(with_title(&got, "AT&T <rocks> © 2009 €5")["body"]["feed_title"], "Tom & Jerry’s ☃ feed");
+    assert_eq!(
+        with_title(&got, "AT&T <rocks> © 2009 €5")["body"]["feed_title"],
+        "Tom & Jerry’s ☃ feed"
+    );
     // Odd dates: lenient, and a date that cannot be read is null, not an error.
-    assert_eq!(with_title(&got, "two-digit year")["body"]["published"], "2009-11-25T00:03:00.000Z");
-    assert_eq!(with_title(&got, "no weekday")["body"]["published"], "2009-11-24T18:03:00.000Z");
-    assert_eq!(with_title(&got, "garbage date")["body"]["published"], Value::Null);
+    assert_eq!(
+        with_title(&got, "two-digit year")["body"]["published"],
+        "2009-11-25T00:03:00.000Z"
+    );
+    assert_eq!(
+        with_title(&got, "no weekday")["body"]["published"],
+        "2009-11-24T18:03:00.000Z"
+    );
+    assert_eq!(
+        with_title(&got, "garbage date")["body"]["published"],
+        Value::Null
+    );
     // ISO-8859-1 declared in the prolog.
     let cafe = with_title(&got, "Café crème à la gare");
     assert_eq!(cafe["body"]["summary"], "Prêt à £ 5, © Société");
@@ -314,18 +419,37 @@ fn every_format_and_oddity_is_published_once_and_a_restart_republishes_nothing()
     let noids: Vec<String> = got
         .iter()
         .filter(|v| v["body"]["feed"] == "noids")
-        .map(|v| v["body"]["entry_id"].as_str().unwrap_or_default().to_string())
+        .map(|v| {
+            v["body"]["entry_id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
         .collect();
-    assert!(noids.contains(&"https://noid.example.org/a".to_string()), "{noids:?}");
-    assert_eq!(noids.iter().filter(|i| i.starts_with("sha256:")).count(), 3, "{noids:?}");
+    assert!(
+        noids.contains(&"https://noid.example.org/a".to_string()),
+        "{noids:?}"
+    );
+    assert_eq!(
+        noids.iter().filter(|i| i.starts_with("sha256:")).count(),
+        3,
+        "{noids:?}"
+    );
     let unique: std::collections::HashSet<_> = noids.iter().collect();
     assert_eq!(unique.len(), 4);
 
     // A restart (a second run) republishes nothing.
     let again = once(&broker.url(), state.path(), &args);
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);
-    assert!(entries(&sub.drain(Duration::from_secs(2))).is_empty(), "nothing new: {}", again.stdout);
-    assert_eq!(line(&again, "noids"), "noids: 4 entries, 0 new (0 published, 0 spooled)");
+    assert!(
+        entries(&sub.drain(Duration::from_secs(2))).is_empty(),
+        "nothing new: {}",
+        again.stdout
+    );
+    assert_eq!(
+        line(&again, "noids"),
+        "noids: 4 entries, 0 new (0 published, 0 spooled)"
+    );
 }
 
 #[test]
@@ -339,7 +463,10 @@ fn a_new_feed_marks_its_entries_seen_and_only_later_entries_are_published() {
     let feed = format!("koji={}", server.url("/koji"));
     let out = once(&broker.url(), state.path(), &["--feed", &feed]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(line(&out, "koji"), "koji: first poll, 3 entries marked seen, 0 backfilled (0 published, 0 spooled)");
+    assert_eq!(
+        line(&out, "koji"),
+        "koji: first poll, 3 entries marked seen, 0 backfilled (0 published, 0 spooled)"
+    );
     assert!(entries(&sub.drain(Duration::from_millis(500))).is_empty());
 
     // A new entry on top, and the oldest one dropped.
@@ -354,16 +481,30 @@ fn a_new_feed_marks_its_entries_seen_and_only_later_entries_are_published() {
     let out = once(&broker.url(), state.path(), &["--feed", &feed]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let got = entries(&sub.drain(Duration::from_secs(1)));
-    let ids: Vec<&str> = got.iter().filter_map(|v| v["body"]["entry_id"].as_str()).collect();
-    assert_eq!(ids, vec!["koji-build-gone", "koji-build-4"], "{}", out.stdout);
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|v| v["body"]["entry_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["koji-build-gone", "koji-build-4"],
+        "{}",
+        out.stdout
+    );
     assert_eq!(got[1]["summary"], "[koji] glibc complete");
 
     // The dropped entry comes back: not new.
     server.feed("/koji", rss.as_bytes());
     let out = once(&broker.url(), state.path(), &["--feed", &feed]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(entries(&sub.drain(Duration::from_millis(500))).is_empty(), "{}", out.stdout);
-    let saved: Value = serde_json::from_slice(&std::fs::read(state.path().join("rss/koji.json")).expect("state")).expect("json");
+    assert!(
+        entries(&sub.drain(Duration::from_millis(500))).is_empty(),
+        "{}",
+        out.stdout
+    );
+    let saved: Value =
+        serde_json::from_slice(&std::fs::read(state.path().join("rss/koji.json")).expect("state"))
+            .expect("json");
     assert_eq!(saved["seen"].as_object().map(|m| m.len()), Some(5));
 }
 
@@ -374,7 +515,12 @@ fn etag_gives_a_conditional_get_and_304_publishes_nothing() {
     let state = tempfile::tempdir().expect("tempdir");
     server.route(
         "/f",
-        Route::Feed { body: fixture("atom.xml"), content_type: "application/atom+xml", etag: Some("\"v1\"".into()), gzip: false },
+        Route::Feed {
+            body: fixture("atom.xml"),
+            content_type: "application/atom+xml",
+            etag: Some("\"v1\"".into()),
+            gzip: false,
+        },
     );
     let feed = format!("f={}", server.url("/f"));
     let first = once(&broker.url(), state.path(), &["--feed", &feed]);
@@ -385,8 +531,15 @@ fn etag_gives_a_conditional_get_and_304_publishes_nothing() {
     let seen = server.requests_to("/f");
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].headers.get("if-none-match"), None);
-    assert_eq!(seen[1].headers.get("if-none-match").map(String::as_str), Some("\"v1\""));
-    let ua = seen[0].headers.get("user-agent").cloned().unwrap_or_default();
+    assert_eq!(
+        seen[1].headers.get("if-none-match").map(String::as_str),
+        Some("\"v1\"")
+    );
+    let ua = seen[0]
+        .headers
+        .get("user-agent")
+        .cloned()
+        .unwrap_or_default();
     assert!(ua.contains("signalbox"), "{ua}");
 }
 
@@ -397,11 +550,24 @@ fn gzip_bodies_are_decompressed() {
     let state = tempfile::tempdir().expect("tempdir");
     server.route(
         "/gz",
-        Route::Feed { body: fixture("rss20.xml"), content_type: "application/rss+xml", etag: None, gzip: true },
+        Route::Feed {
+            body: fixture("rss20.xml"),
+            content_type: "application/rss+xml",
+            etag: None,
+            gzip: true,
+        },
     );
-    let out = once(&broker.url(), state.path(), &["--feed", &format!("gz={}", server.url("/gz"))]);
+    let out = once(
+        &broker.url(),
+        state.path(),
+        &["--feed", &format!("gz={}", server.url("/gz"))],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(line(&out, "gz").starts_with("gz: first poll, 3 entries"), "{}", out.stdout);
+    assert!(
+        line(&out, "gz").starts_with("gz: first poll, 3 entries"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -412,20 +578,36 @@ fn a_failing_feed_sends_one_event_when_it_breaks_and_one_when_it_recovers() {
     let state = tempfile::tempdir().expect("tempdir");
     server.route("/f", Route::Status(500, vec![]));
     server.feed("/ok", &fixture("rss20.xml"));
-    let args = ["--feed", &format!("f={}", server.url("/f")), "--feed", &format!("ok={}", server.url("/ok"))];
+    let args = [
+        "--feed",
+        &format!("f={}", server.url("/f")),
+        "--feed",
+        &format!("ok={}", server.url("/ok")),
+    ];
     let args: Vec<&str> = args.iter().map(|s| s.as_ref()).collect();
     for run in 0..2 {
         let out = once(&broker.url(), state.path(), &args);
         assert_eq!(out.code, 1, "run {run}: {}", out.stdout);
         assert!(line(&out, "f").contains("HTTP 500"), "{}", out.stdout);
-        assert!(line(&out, "ok").starts_with("ok: "), "the good feed is polled: {}", out.stdout);
+        assert!(
+            line(&out, "ok").starts_with("ok: "),
+            "the good feed is polled: {}",
+            out.stdout
+        );
     }
     let got = events(sub.drain(Duration::from_secs(1)));
-    let broken: Vec<Value> = got.iter().filter(|g| g.topic.ends_with("/broken")).map(Got::json).collect();
+    let broken: Vec<Value> = got
+        .iter()
+        .filter(|g| g.topic.ends_with("/broken"))
+        .map(Got::json)
+        .collect();
     assert_eq!(broken.len(), 1, "one event for two failed polls");
     assert_eq!(broken[0]["severity"], "warning");
     assert_eq!(broken[0]["topic"], "signalbox/dev/rss/f/broken");
-    assert!(broken[0]["body"]["error"].as_str().unwrap_or_default().contains("500"));
+    assert!(broken[0]["body"]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("500"));
 
     server.feed("/f", &fixture("rss20.xml"));
     let out = once(&broker.url(), state.path(), &args);
@@ -433,7 +615,10 @@ fn a_failing_feed_sends_one_event_when_it_breaks_and_one_when_it_recovers() {
     let out = once(&broker.url(), state.path(), &args);
     assert_eq!(out.code, 0, "{}", out.stdout);
     let got = events(sub.drain(Duration::from_secs(1)));
-    let recovered: Vec<&Got> = got.iter().filter(|g| g.topic.ends_with("/recovered")).collect();
+    let recovered: Vec<&Got> = got
+        .iter()
+        .filter(|g| g.topic.ends_with("/recovered"))
+        .collect();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].json()["body"]["failures"], 2);
     assert!(!got.iter().any(|g| g.topic.ends_with("/broken")));
@@ -448,11 +633,19 @@ fn hanging_endless_looping_throttled_and_ill_formed_feeds_fail_alone_and_in_boun
     server.route("/endless", Route::Endless);
     server.route("/loop", Route::Redirect("/loop2".into()));
     server.route("/loop2", Route::Redirect("/loop".into()));
-    server.route("/busy", Route::Status(503, vec![("Retry-After".into(), "3600".into())]));
+    server.route(
+        "/busy",
+        Route::Status(503, vec![("Retry-After".into(), "3600".into())]),
+    );
     server.feed("/broken", &fixture("broken.xml"));
     server.feed("/html", b"<html><body>an error page</body></html>");
     server.feed("/good", &fixture("rss20.xml"));
-    let mut args = vec!["--http-timeout".to_string(), "2s".into(), "--max-bytes".into(), "200000".into()];
+    let mut args = vec![
+        "--http-timeout".to_string(),
+        "2s".into(),
+        "--max-bytes".into(),
+        "200000".into(),
+    ];
     for name in ["hang", "endless", "loop", "busy", "broken", "html", "good"] {
         args.push("--feed".into());
         args.push(format!("{name}={}", server.url(&format!("/{name}"))));
@@ -462,23 +655,55 @@ fn hanging_endless_looping_throttled_and_ill_formed_feeds_fail_alone_and_in_boun
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let started = Instant::now();
     let out = once(&broker.url(), state.path(), &args);
-    assert!(started.elapsed() < Duration::from_secs(20), "bounded: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded: {:?}",
+        started.elapsed()
+    );
     assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
     assert!(line(&out, "hang").contains("within 2 s"), "{}", out.stdout);
-    assert!(line(&out, "endless").contains("larger than 200000 bytes"), "{}", out.stdout);
+    assert!(
+        line(&out, "endless").contains("larger than 200000 bytes"),
+        "{}",
+        out.stdout
+    );
     assert!(line(&out, "loop").contains("redirects"), "{}", out.stdout);
     assert!(line(&out, "busy").contains("HTTP 503"), "{}", out.stdout);
-    assert!(line(&out, "broken").contains("not a valid feed"), "{}", out.stdout);
-    assert!(line(&out, "html").contains("not a valid feed"), "{}", out.stdout);
-    assert!(line(&out, "missing").contains("cannot read /nonexistent/feed.xml"), "{}", out.stdout);
-    assert!(line(&out, "good").starts_with("good: first poll, 3 entries"), "{}", out.stdout);
+    assert!(
+        line(&out, "broken").contains("not a valid feed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "html").contains("not a valid feed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "missing").contains("cannot read /nonexistent/feed.xml"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "good").starts_with("good: first poll, 3 entries"),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 
     // Retry-After is honoured across runs: the busy feed is not asked again.
     let before = server.requests_to("/busy").len();
-    let out = once(&broker.url(), state.path(), &["--feed", &format!("busy={}", server.url("/busy"))]);
+    let out = once(
+        &broker.url(),
+        state.path(),
+        &["--feed", &format!("busy={}", server.url("/busy"))],
+    );
     assert_eq!(out.code, 0, "{}", out.stdout);
-    assert!(line(&out, "busy").contains("deferred until"), "{}", out.stdout);
+    assert!(
+        line(&out, "busy").contains("deferred until"),
+        "{}",
+        out.stdout
+    );
     assert_eq!(server.requests_to("/busy").len(), before);
 }
 
@@ -490,15 +715,26 @@ fn entries_are_spooled_when_the_broker_is_down_and_flushed_by_the_next_run() {
     let path = dir.path().join("feed.xml");
     std::fs::write(&path, fixture("rss20.xml")).expect("write");
     let feed = format!("local={}", path.display());
-    let out = once(&dead_broker(), state.path(), &["--feed", &feed, "--backfill", "2"]);
+    let out = once(
+        &dead_broker(),
+        state.path(),
+        &["--feed", &feed, "--backfill", "2"],
+    );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(line(&out, "local"), "local: first poll, 3 entries marked seen, 2 backfilled (0 published, 2 spooled)");
+    assert_eq!(
+        line(&out, "local"),
+        "local: first poll, 3 entries marked seen, 2 backfilled (0 published, 2 spooled)"
+    );
     assert_eq!(spool_files(&state.path().join("spool")).len(), 2);
 
     let sub = Subscriber::start(&broker.url(), "signalbox/dev/rss/#");
     let out = once(&broker.url(), state.path(), &["--feed", &feed]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(line(&out, "local"), "local: not modified", "an unchanged file is not read again");
+    assert_eq!(
+        line(&out, "local"),
+        "local: not modified",
+        "an unchanged file is not read again"
+    );
     let got = entries(&sub.drain(Duration::from_secs(1)));
     assert_eq!(got.len(), 2, "the spool was flushed");
     assert!(spool_files(&state.path().join("spool")).is_empty());
@@ -523,22 +759,40 @@ fn feeds_come_from_the_rss_table_of_the_config_file_and_bad_config_is_exit_2() {
     .expect("write");
     let sub = Subscriber::start(&broker.url(), "signalbox/prod/rss/#");
     let out = run_input(
-        bridge(&broker.url(), state.path()).env("SIGNALBOX_CONFIG", &config).args(["rss", "--once", "--backfill", "1"]),
+        bridge(&broker.url(), state.path())
+            .env("SIGNALBOX_CONFIG", &config)
+            .args(["rss", "--once", "--backfill", "1"]),
         b"",
         LIMIT,
     );
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
-    assert_eq!(entries(&sub.take(2, LIMIT)).len(), 2, "one backfilled entry per feed");
+    assert_eq!(
+        entries(&sub.take(2, LIMIT)).len(),
+        2,
+        "one backfilled entry per feed"
+    );
 
     for (bad, want) in [
-        ("[rss]\nfeeds = { \"a/b\" = \"http://x/\" }\n", "invalid feed name"),
-        ("[rss]\ninterval = \"soon\"\nfeeds = { a = \"http://x/\" }\n", "invalid duration"),
+        (
+            "[rss]\nfeeds = { \"a/b\" = \"http://x/\" }\n",
+            "invalid feed name",
+        ),
+        (
+            "[rss]\ninterval = \"soon\"\nfeeds = { a = \"http://x/\" }\n",
+            "invalid duration",
+        ),
         ("[rss]\nfeeds = { a = \"ftp://x/\" }\n", "unsupported URL"),
         ("[rss]\nbogus = 1\n", "bogus"),
         ("[rss]\n", "no feeds"),
     ] {
         std::fs::write(&config, bad).expect("write");
-        let out = run_input(bridge(&broker.url(), state.path()).env("SIGNALBOX_CONFIG", &config).args(["rss", "--once"]), b"", LIMIT);
+        let out = run_input(
+            bridge(&broker.url(), state.path())
+                .env("SIGNALBOX_CONFIG", &config)
+                .args(["rss", "--once"]),
+            b"",
+            LIMIT,
+        );
         assert_eq!(out.code, 2, "{bad}: {}", out.stderr);
         assert!(out.stderr.contains(want), "{bad}: {}", out.stderr);
         assert_eq!(out.stderr.lines().count(), 1, "one line: {}", out.stderr);
@@ -587,7 +841,10 @@ fn the_daemon_reports_per_feed_health_degrades_on_a_broken_feed_and_recovers() {
 
     let degraded = next_health(&health, |v| v["state"] == "degraded");
     assert_eq!(degraded["feeds"]["bad"]["status"], "failing", "{degraded}");
-    assert!(degraded["feeds"]["bad"]["last_error"].as_str().unwrap_or_default().contains("500"));
+    assert!(degraded["feeds"]["bad"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("500"));
     let ok = next_health(&health, |v| v["feeds"]["good"]["status"] == "ok");
     assert!(ok["feeds"]["good"]["entries_seen"] == 3, "{ok}");
     assert!(ok["feeds"]["good"]["next_poll"].is_string());
@@ -595,21 +852,37 @@ fn the_daemon_reports_per_feed_health_degrades_on_a_broken_feed_and_recovers() {
     // A new entry in the good feed is published by the next poll.
     let newer = String::from_utf8(fixture("rss20.xml"))
         .expect("utf8")
-        .replacen("<item>", "<item><title>new one</title><guid>n-1</guid></item><item>", 1);
+        .replacen(
+            "<item>",
+            "<item><title>new one</title><guid>n-1</guid></item><item>",
+            1,
+        );
     server.feed("/good", newer.as_bytes());
     server.feed("/bad", &fixture("atom.xml"));
-    let up = next_health(&health, |v| v["state"] == "up" && v["feeds"]["bad"]["status"] == "ok");
+    let up = next_health(&health, |v| {
+        v["state"] == "up" && v["feeds"]["bad"]["status"] == "ok"
+    });
     assert_eq!(up["feeds"]["bad"]["failures"], 0);
     std::thread::sleep(Duration::from_secs(3));
     let got = events(events_sub.drain(Duration::from_millis(500)));
     let count = |suffix: &str| got.iter().filter(|g| g.topic.ends_with(suffix)).count();
-    assert_eq!(count("/bad/broken"), 1, "{:?}", got.iter().map(|g| &g.topic).collect::<Vec<_>>());
+    assert_eq!(
+        count("/bad/broken"),
+        1,
+        "{:?}",
+        got.iter().map(|g| &g.topic).collect::<Vec<_>>()
+    );
     assert_eq!(count("/bad/recovered"), 1);
     assert_eq!(count("/good/entry"), 1, "the new entry, once");
-    assert!(server.requests_to("/bad").len() >= 3, "polled again and again");
+    assert!(
+        server.requests_to("/bad").len() >= 3,
+        "polled again and again"
+    );
 
     // SIGTERM: a clean stop, reported.
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let stopped = next_health(&health, |v| v["state"] == "stopped");
     assert_eq!(stopped["listener"], "rss");
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -617,7 +890,10 @@ fn the_daemon_reports_per_feed_health_degrades_on_a_broken_feed_and_recovers() {
         if let Some(status) = guard.0.try_wait().expect("wait") {
             break status;
         }
-        assert!(Instant::now() < deadline, "the daemon did not stop after SIGTERM");
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not stop after SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(0));

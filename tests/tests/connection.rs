@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use signalbox_common::mqtt::{ConnState, ConnectOptions, Connection, MqttError, Protocol, Publish, Qos};
+use signalbox_common::mqtt::{
+    ConnState, ConnectOptions, Connection, MqttError, Protocol, Publish, Qos,
+};
 use signalbox_e2e::{embedded_broker, free_port, mosquitto, mosquitto_on_port};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -25,7 +27,10 @@ async fn connect(url: &str, id: &str, protocol: Protocol) -> Connection {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmed_publish_and_subscribe_on_both_protocol_versions() {
     let broker = embedded_broker();
-    for (url, protocol) in [(broker.url(), Protocol::V311), (broker.url_v5().expect("v5"), Protocol::V5)] {
+    for (url, protocol) in [
+        (broker.url(), Protocol::V311),
+        (broker.url_v5().expect("v5"), Protocol::V5),
+    ] {
         let mut sub = connect(&url, &format!("sub-{protocol:?}"), protocol).await;
         let granted = sub
             .subscribe(&[("t/#".to_string(), Qos::AtLeastOnce)], WAIT)
@@ -35,7 +40,10 @@ async fn confirmed_publish_and_subscribe_on_both_protocol_versions() {
         let publisher = connect(&url, &format!("pub-{protocol:?}"), protocol).await;
         for i in 0..100u32 {
             publisher
-                .publish_confirmed(Publish::new(format!("t/{i}"), format!("m{i}"), Qos::AtLeastOnce, false), WAIT)
+                .publish_confirmed(
+                    Publish::new(format!("t/{i}"), format!("m{i}"), Qos::AtLeastOnce, false),
+                    WAIT,
+                )
                 .await
                 .expect("confirmed");
         }
@@ -56,9 +64,14 @@ async fn many_confirmations_in_flight_all_resolve() {
     let mut pending = Vec::new();
     for i in 0..5000u32 {
         pending.push(
-            conn.publish(Publish::new("burst/x", i.to_string(), Qos::AtLeastOnce, false))
-                .await
-                .expect("queued"),
+            conn.publish(Publish::new(
+                "burst/x",
+                i.to_string(),
+                Qos::AtLeastOnce,
+                false,
+            ))
+            .await
+            .expect("queued"),
         );
     }
     for c in pending {
@@ -72,12 +85,17 @@ async fn mqtt5_request_properties_reach_the_subscriber() {
     let broker = embedded_broker();
     let url = broker.url_v5().expect("v5");
     let mut sub = connect(&url, "v5-sub", Protocol::V5).await;
-    sub.subscribe(&[("req/#".to_string(), Qos::AtLeastOnce)], WAIT).await.expect("sub");
+    sub.subscribe(&[("req/#".to_string(), Qos::AtLeastOnce)], WAIT)
+        .await
+        .expect("sub");
     let publisher = connect(&url, "v5-pub", Protocol::V5).await;
     let mut p = Publish::new("req/x", "question", Qos::AtLeastOnce, false);
     p.response_topic = Some("reply/x".into());
     p.correlation = Some(bytes_of("abc"));
-    publisher.publish_confirmed(p, WAIT).await.expect("confirmed");
+    publisher
+        .publish_confirmed(p, WAIT)
+        .await
+        .expect("confirmed");
     let m = recv(&mut sub).await;
     assert_eq!(m.response_topic.as_deref(), Some("reply/x"));
     assert_eq!(m.correlation.as_deref(), Some(&b"abc"[..]));
@@ -89,7 +107,9 @@ fn bytes_of(s: &str) -> bytes::Bytes {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_acks_hold_a_message_until_acknowledged() {
-    let Some(m) = mosquitto("manual_acks_hold_a_message_until_acknowledged") else { return };
+    let Some(m) = mosquitto("manual_acks_hold_a_message_until_acknowledged") else {
+        return;
+    };
     let url = m.url();
     let persistent = |id: &str| {
         let mut o = ConnectOptions::for_url(&url, id).expect("url");
@@ -98,8 +118,13 @@ async fn manual_acks_hold_a_message_until_acknowledged() {
         o
     };
     // Subscribe with a persistent session, receive without acking, vanish.
-    let mut first = Connection::connect(persistent("acker")).await.expect("connect");
-    first.subscribe(&[("work/#".into(), Qos::AtLeastOnce)], WAIT).await.expect("sub");
+    let mut first = Connection::connect(persistent("acker"))
+        .await
+        .expect("connect");
+    first
+        .subscribe(&[("work/#".into(), Qos::AtLeastOnce)], WAIT)
+        .await
+        .expect("sub");
     let publisher = connect(&url, "work-pub", Protocol::V311).await;
     publisher
         .publish_confirmed(Publish::new("work/1", "job", Qos::AtLeastOnce, false), WAIT)
@@ -110,48 +135,74 @@ async fn manual_acks_hold_a_message_until_acknowledged() {
     drop(first); // no ack, no DISCONNECT
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The broker redelivers the unacknowledged message to the same session.
-    let mut second = Connection::connect(persistent("acker")).await.expect("reconnect");
+    let mut second = Connection::connect(persistent("acker"))
+        .await
+        .expect("reconnect");
     let again = recv(&mut second).await;
     assert_eq!(&again.payload[..], b"job");
     second.ack(&again).await.expect("ack");
     tokio::time::sleep(Duration::from_millis(300)).await;
     second.disconnect().await;
     // Acknowledged now: a third session gets nothing more.
-    let mut third = Connection::connect(persistent("acker")).await.expect("reconnect");
-    assert!(tokio::time::timeout(Duration::from_millis(800), third.recv()).await.is_err(), "nothing redelivered after the ack");
+    let mut third = Connection::connect(persistent("acker"))
+        .await
+        .expect("reconnect");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), third.recv())
+            .await
+            .is_err(),
+        "nothing redelivered after the ack"
+    );
     third.disconnect().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_are_renewed_after_a_broker_restart() {
-    let Some(m) = mosquitto("subscriptions_are_renewed_after_a_broker_restart") else { return };
+    let Some(m) = mosquitto("subscriptions_are_renewed_after_a_broker_restart") else {
+        return;
+    };
     let port = m.port;
     let url = m.url();
     let mut o = ConnectOptions::for_url(&url, "renew").expect("url");
     o.retry_initial = true;
     let mut sub = Connection::connect(o).await.expect("connect");
     let mut state = sub.state_watch();
-    tokio::time::timeout(WAIT, state.wait_for(|s| matches!(s, ConnState::Connected { .. })))
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnState::Connected { .. })),
+    )
+    .await
+    .expect("connected in time")
+    .expect("state");
+    sub.subscribe(&[("r/#".into(), Qos::AtLeastOnce)], WAIT)
         .await
-        .expect("connected in time")
-        .expect("state");
-    sub.subscribe(&[("r/#".into(), Qos::AtLeastOnce)], WAIT).await.expect("sub");
+        .expect("sub");
     drop(m); // kill the broker (no persistence: the session is gone)
-    tokio::time::timeout(WAIT, state.wait_for(|s| matches!(s, ConnState::Reconnecting { .. })))
-        .await
-        .expect("reconnecting shown")
-        .expect("state");
-    let m2 = mosquitto_on_port("subscriptions_are_renewed_after_a_broker_restart", port).expect("restart");
-    tokio::time::timeout(WAIT, state.wait_for(|s| matches!(s, ConnState::Connected { .. })))
-        .await
-        .expect("reconnected within 10 s")
-        .expect("state");
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnState::Reconnecting { .. })),
+    )
+    .await
+    .expect("reconnecting shown")
+    .expect("state");
+    let m2 = mosquitto_on_port("subscriptions_are_renewed_after_a_broker_restart", port)
+        .expect("restart");
+    tokio::time::timeout(
+        WAIT,
+        state.wait_for(|s| matches!(s, ConnState::Connected { .. })),
+    )
+    .await
+    .expect("reconnected within 10 s")
+    .expect("state");
     let publisher = connect(&m2.url(), "renew-pub", Protocol::V311).await;
     // The renewed SUBSCRIBE may still be on its way: publish until it lands.
     let mut got = None;
     for _ in 0..50 {
         publisher
-            .publish_confirmed(Publish::new("r/x", "after restart", Qos::AtLeastOnce, false), WAIT)
+            .publish_confirmed(
+                Publish::new("r/x", "after restart", Qos::AtLeastOnce, false),
+                WAIT,
+            )
             .await
             .expect("confirmed");
         if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), sub.recv()).await {
@@ -168,8 +219,11 @@ async fn fails_over_to_the_next_broker() {
     let broker = embedded_broker();
     let dead = format!("mqtt://127.0.0.1:{}", free_port());
     let mut o = ConnectOptions::for_url(&dead, "failover").expect("url");
-    o.brokers.push(signalbox_common::mqtt::BrokerUrl::parse(&broker.url()).expect("url"));
-    let conn = Connection::connect(o).await.expect("the second broker is used");
+    o.brokers
+        .push(signalbox_common::mqtt::BrokerUrl::parse(&broker.url()).expect("url"));
+    let conn = Connection::connect(o)
+        .await
+        .expect("the second broker is used");
     match conn.publisher().state() {
         ConnState::Connected { broker: b } => assert_eq!(b, broker.url()),
         other => panic!("not connected: {other:?}"),
@@ -187,12 +241,20 @@ async fn connect_errors_name_the_broker_and_the_reason() {
         .err()
         .expect("refused");
     assert!(matches!(err, MqttError::Unreachable { .. }), "{err}");
-    assert!(err.to_string().starts_with(&format!("cannot reach broker {dead}")), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with(&format!("cannot reach broker {dead}")),
+        "{err}"
+    );
 
     let mut o = ConnectOptions::for_url("mqtts://127.0.0.1:1", "x").expect("url");
     o.ca_file = Some("/nonexistent/ca.pem".into());
     let err = Connection::connect(o).await.err().expect("no CA file");
-    assert!(err.to_string().contains("cannot read CA file /nonexistent/ca.pem"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("cannot read CA file /nonexistent/ca.pem"),
+        "{err}"
+    );
 }
 
 /// Regression: acks given out of order (a listener acks control messages at
@@ -206,16 +268,25 @@ async fn manual_acks_go_out_in_receipt_order() {
     o.clean_session = false;
     o.manual_acks = true;
     let mut sub = Connection::connect(o).await.expect("connect");
-    sub.subscribe(&[("o/#".into(), Qos::AtLeastOnce)], WAIT).await.expect("sub");
+    sub.subscribe(&[("o/#".into(), Qos::AtLeastOnce)], WAIT)
+        .await
+        .expect("sub");
     let mut state = sub.state_watch();
     let publisher = connect(&url, "ordered-pub", Protocol::V311).await;
     for i in 0..3 {
         publisher
-            .publish_confirmed(Publish::new("o/x", format!("m{i}"), Qos::AtLeastOnce, false), WAIT)
+            .publish_confirmed(
+                Publish::new("o/x", format!("m{i}"), Qos::AtLeastOnce, false),
+                WAIT,
+            )
             .await
             .expect("confirmed");
     }
-    let got = [recv(&mut sub).await, recv(&mut sub).await, recv(&mut sub).await];
+    let got = [
+        recv(&mut sub).await,
+        recv(&mut sub).await,
+        recv(&mut sub).await,
+    ];
     for m in got.iter().rev() {
         sub.ack(m).await.expect("ack");
     }
@@ -224,8 +295,16 @@ async fn manual_acks_go_out_in_receipt_order() {
         .await
         .expect("confirmed");
     let fourth = recv(&mut sub).await;
-    assert_eq!(&fourth.payload[..], b"m3", "no redelivery: the acks were accepted");
+    assert_eq!(
+        &fourth.payload[..],
+        b"m3",
+        "no redelivery: the acks were accepted"
+    );
     sub.ack(&fourth).await.expect("ack");
-    let dropped = tokio::time::timeout(Duration::from_millis(500), state.wait_for(|s| !matches!(s, ConnState::Connected { .. }))).await;
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(500),
+        state.wait_for(|s| !matches!(s, ConnState::Connected { .. })),
+    )
+    .await;
     assert!(dropped.is_err(), "the broker kept the connection");
 }

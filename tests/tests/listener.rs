@@ -29,7 +29,10 @@ struct Running {
 impl Running {
     async fn stop(self) -> Summary {
         let _ = self.stop.send(());
-        tokio::time::timeout(WAIT, self.task).await.expect("stops in time").expect("task")
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .expect("stops in time")
+            .expect("task")
     }
 }
 
@@ -57,14 +60,19 @@ fn options(config: &Config, name: &str, filter: &str) -> ListenerOptions {
 }
 
 async fn client(url: &str, id: &str) -> Connection {
-    Connection::connect(ConnectOptions::for_url(url, id).expect("url")).await.expect("connects")
+    Connection::connect(ConnectOptions::for_url(url, id).expect("url"))
+        .await
+        .expect("connects")
 }
 
 async fn publish_envelope(conn: &Connection, topic: &str, summary: &str) -> Envelope {
     let envelope = Envelope::builder(topic, summary).build().expect("envelope");
-    conn.publish_confirmed(Publish::new(topic, envelope.to_vec(), Qos::AtLeastOnce, false), WAIT)
-        .await
-        .expect("confirmed");
+    conn.publish_confirmed(
+        Publish::new(topic, envelope.to_vec(), Qos::AtLeastOnce, false),
+        WAIT,
+    )
+    .await
+    .expect("confirmed");
     envelope
 }
 
@@ -86,10 +94,16 @@ async fn wait_health(watcher: &mut Connection, name: &str, state: HealthState) -
     }
 }
 
-async fn wait_record(watcher: &mut Connection, pred: impl Fn(&FailureRecord) -> bool) -> FailureRecord {
+async fn wait_record(
+    watcher: &mut Connection,
+    pred: impl Fn(&FailureRecord) -> bool,
+) -> FailureRecord {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let m = tokio::time::timeout_at(deadline, watcher.recv()).await.expect("a failure record").expect("open");
+        let m = tokio::time::timeout_at(deadline, watcher.recv())
+            .await
+            .expect("a failure record")
+            .expect("open");
         if m.topic.contains("/_failed/") {
             if let Ok(r) = FailureRecord::from_slice(&m.payload) {
                 if pred(&r) {
@@ -102,13 +116,19 @@ async fn wait_record(watcher: &mut Connection, pred: impl Fn(&FailureRecord) -> 
 
 async fn watcher(url: &str, filters: &[&str]) -> Connection {
     let w = client(url, &format!("watch-{}", uuid_like())).await;
-    let f: Vec<(String, Qos)> = filters.iter().map(|f| (f.to_string(), Qos::AtLeastOnce)).collect();
+    let f: Vec<(String, Qos)> = filters
+        .iter()
+        .map(|f| (f.to_string(), Qos::AtLeastOnce))
+        .collect();
     w.subscribe(&f, WAIT).await.expect("watch");
     w
 }
 
 fn uuid_like() -> String {
-    Envelope::builder("x", "x").build().map(|e| e.id.simple().to_string()).unwrap_or_default()
+    Envelope::builder("x", "x")
+        .build()
+        .map(|e| e.id.simple().to_string())
+        .unwrap_or_default()
 }
 
 fn state(dir: &Path) -> std::path::PathBuf {
@@ -122,17 +142,25 @@ async fn a_handler_failing_twice_then_succeeding_leaves_no_record() {
     let config = test_config(&broker.url(), &state(dir.path()), 1);
     let tries = Arc::new(AtomicU32::new(0));
     let t = tries.clone();
-    let running = start(&config, options(&config, "flaky", "signalbox/dev/t/#"), move |_d| {
-        let t = t.clone();
-        async move {
-            if t.fetch_add(1, Ordering::SeqCst) < 2 {
-                Err("transient".into())
-            } else {
-                Ok(None)
+    let running = start(
+        &config,
+        options(&config, "flaky", "signalbox/dev/t/#"),
+        move |_d| {
+            let t = t.clone();
+            async move {
+                if t.fetch_add(1, Ordering::SeqCst) < 2 {
+                    Err("transient".into())
+                } else {
+                    Ok(None)
+                }
             }
-        }
-    });
-    let mut w = watcher(&broker.url(), &["signalbox/_health/flaky", "signalbox/_failed/#"]).await;
+        },
+    );
+    let mut w = watcher(
+        &broker.url(),
+        &["signalbox/_health/flaky", "signalbox/_failed/#"],
+    )
+    .await;
     wait_health(&mut w, "flaky", HealthState::Up).await;
     let p = client(&broker.url(), "p1").await;
     publish_envelope(&p, "signalbox/dev/t/x", "hello").await;
@@ -142,7 +170,10 @@ async fn a_handler_failing_twice_then_succeeding_leaves_no_record() {
     }
     let summary = running.stop().await;
     assert_eq!(tries.load(Ordering::SeqCst), 3);
-    assert_eq!((summary.counters.processed, summary.counters.failed), (1, 0));
+    assert_eq!(
+        (summary.counters.processed, summary.counters.failed),
+        (1, 0)
+    );
     // No failure record was written.
     let seen = tokio::time::timeout(Duration::from_millis(500), async {
         loop {
@@ -157,14 +188,18 @@ async fn a_handler_failing_twice_then_succeeding_leaves_no_record() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed_on_the_embedded_broker() {
+async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed_on_the_embedded_broker(
+) {
     let broker = embedded_broker();
     failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(&broker.url()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed_on_mosquitto() {
-    let Some(m) = mosquitto("failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed") else { return };
+    let Some(m) = mosquitto("failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed")
+    else {
+        return;
+    };
     failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(&m.url()).await;
 }
 
@@ -189,7 +224,15 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
             }
         }
     });
-    let mut w = watcher(url, &["signalbox/_health/broken", "signalbox/_failed/broken/+", "replies/#"]).await;
+    let mut w = watcher(
+        url,
+        &[
+            "signalbox/_health/broken",
+            "signalbox/_failed/broken/+",
+            "replies/#",
+        ],
+    )
+    .await;
     wait_health(&mut w, "broken", HealthState::Up).await;
     let p = client(url, "p2").await;
     let env = publish_envelope(&p, "signalbox/dev/b/x", "bad input").await;
@@ -198,19 +241,45 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
     assert_eq!(record.attempts, 1);
     assert_eq!(record.error, "cannot handle bad input");
     assert_eq!(record.topic, "signalbox/dev/b/x");
-    assert_eq!(record.envelope.as_ref().map(|e| e.summary.as_str()), Some("bad input"));
-    assert_eq!(runs.load(Ordering::SeqCst), 3, "3 in-process tries before the record");
+    assert_eq!(
+        record.envelope.as_ref().map(|e| e.summary.as_str()),
+        Some("bad input")
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        3,
+        "3 in-process tries before the record"
+    );
 
-    let replay = |reply: &str| ReplayRequest { ids: vec![id.clone()], all: false, reply_to: Some(reply.to_string()) };
+    let replay = |reply: &str| ReplayRequest {
+        ids: vec![id.clone()],
+        all: false,
+        reply_to: Some(reply.to_string()),
+    };
     // Replays while still failing raise attempts, up to the cap.
-    for (n, expected) in [(2u32, Outcome::Failed), (3, Outcome::Failed), (3, Outcome::Capped)] {
+    for (n, expected) in [
+        (2u32, Outcome::Failed),
+        (3, Outcome::Failed),
+        (3, Outcome::Capped),
+    ] {
         let reply = format!("replies/{n}-{expected:?}");
-        p.publish_confirmed(Publish::new("signalbox/_replay/broken", replay(&reply).to_vec(), Qos::AtLeastOnce, false), WAIT)
-            .await
-            .expect("replay sent");
+        p.publish_confirmed(
+            Publish::new(
+                "signalbox/_replay/broken",
+                replay(&reply).to_vec(),
+                Qos::AtLeastOnce,
+                false,
+            ),
+            WAIT,
+        )
+        .await
+        .expect("replay sent");
         let deadline = tokio::time::Instant::now() + WAIT;
         let outcome = loop {
-            let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("an outcome").expect("open");
+            let m = tokio::time::timeout_at(deadline, w.recv())
+                .await
+                .expect("an outcome")
+                .expect("open");
             if m.topic == reply {
                 break serde_json::from_slice::<ReplayOutcome>(&m.payload).expect("outcome json");
             }
@@ -225,7 +294,12 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
     p.publish_confirmed(
         Publish::new(
             "signalbox/_replay/broken",
-            ReplayRequest { ids: vec![id.clone(), "nope".into()], all: false, reply_to: Some("replies/final".into()) }.to_vec(),
+            ReplayRequest {
+                ids: vec![id.clone(), "nope".into()],
+                all: false,
+                reply_to: Some("replies/final".into()),
+            }
+            .to_vec(),
             Qos::AtLeastOnce,
             false,
         ),
@@ -235,14 +309,25 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
     .expect("sent");
     let deadline = tokio::time::Instant::now() + WAIT;
     let outcome = loop {
-        let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("outcome").expect("open");
+        let m = tokio::time::timeout_at(deadline, w.recv())
+            .await
+            .expect("outcome")
+            .expect("open");
         if m.topic == "replies/final" {
             break serde_json::from_slice::<ReplayOutcome>(&m.payload).expect("json");
         }
     };
-    assert_eq!(outcome.results[0].outcome, Outcome::Capped, "a capped record is not run again");
+    assert_eq!(
+        outcome.results[0].outcome,
+        Outcome::Capped,
+        "a capped record is not run again"
+    );
     assert_eq!(outcome.results[1].outcome, Outcome::Unknown);
-    assert_eq!(runs.load(Ordering::SeqCst), runs_before, "the handler did not run for capped/unknown");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        runs_before,
+        "the handler did not run for capped/unknown"
+    );
 
     fixed.store(false, Ordering::SeqCst);
     let second = publish_envelope(&p, "signalbox/dev/b/y", "second bad").await;
@@ -252,7 +337,12 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
     p.publish_confirmed(
         Publish::new(
             "signalbox/_replay/broken",
-            ReplayRequest { ids: vec![], all: true, reply_to: Some("replies/all".into()) }.to_vec(),
+            ReplayRequest {
+                ids: vec![],
+                all: true,
+                reply_to: Some("replies/all".into()),
+            }
+            .to_vec(),
             Qos::AtLeastOnce,
             false,
         ),
@@ -264,7 +354,10 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
     let mut cleared = false;
     let mut outcome = None;
     while !(cleared && outcome.is_some()) {
-        let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("clear + outcome").expect("open");
+        let m = tokio::time::timeout_at(deadline, w.recv())
+            .await
+            .expect("clear + outcome")
+            .expect("open");
         if m.topic == format!("signalbox/_failed/broken/{sid}") && m.payload.is_empty() {
             cleared = true;
         }
@@ -273,11 +366,20 @@ async fn failures_are_recorded_replayed_up_to_the_cap_and_cleared_once_fixed(url
         }
     }
     let outcome = outcome.expect("outcome");
-    let of = |i: &str| outcome.results.iter().find(|r| r.id == i).map(|r| r.outcome);
+    let of = |i: &str| {
+        outcome
+            .results
+            .iter()
+            .find(|r| r.id == i)
+            .map(|r| r.outcome)
+    };
     assert_eq!(of(&sid), Some(Outcome::Replayed));
     assert_eq!(of(&id), Some(Outcome::Capped));
     let summary = running.stop().await;
-    assert_eq!(summary.counters.replayed, 3, "two failed replays and one success");
+    assert_eq!(
+        summary.counters.replayed, 3,
+        "two failed replays and one success"
+    );
     assert!(summary.counters.failed >= 4);
 }
 
@@ -289,7 +391,9 @@ async fn the_same_id_twice_is_processed_once_even_across_restarts_on_the_embedde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_same_id_twice_is_processed_once_even_across_restarts_on_mosquitto() {
-    let Some(m) = mosquitto("the_same_id_twice_is_processed_once_even_across_restarts") else { return };
+    let Some(m) = mosquitto("the_same_id_twice_is_processed_once_even_across_restarts") else {
+        return;
+    };
     the_same_id_twice_is_processed_once_even_across_restarts(&m.url()).await;
 }
 
@@ -307,23 +411,37 @@ async fn the_same_id_twice_is_processed_once_even_across_restarts(url: &str) {
         }
     };
     let mut w = watcher(url, &["signalbox/_health/dedup"]).await;
-    let running = start(&config, options(&config, "dedup", "signalbox/dev/d/#"), handler(seen.clone()));
+    let running = start(
+        &config,
+        options(&config, "dedup", "signalbox/dev/d/#"),
+        handler(seen.clone()),
+    );
     wait_health(&mut w, "dedup", HealthState::Up).await;
     let p = client(url, "p3").await;
     let env = publish_envelope(&p, "signalbox/dev/d/x", "once").await;
-    p.publish_confirmed(Publish::new("signalbox/dev/d/x", env.to_vec(), Qos::AtLeastOnce, false), WAIT)
-        .await
-        .expect("again");
+    p.publish_confirmed(
+        Publish::new("signalbox/dev/d/x", env.to_vec(), Qos::AtLeastOnce, false),
+        WAIT,
+    )
+    .await
+    .expect("again");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let summary = running.stop().await;
     assert_eq!(summary.counters.duplicates, 1);
     assert_eq!(summary.counters.processed, 1);
     // A restarted listener remembers the id.
-    let running = start(&config, options(&config, "dedup", "signalbox/dev/d/#"), handler(seen.clone()));
+    let running = start(
+        &config,
+        options(&config, "dedup", "signalbox/dev/d/#"),
+        handler(seen.clone()),
+    );
     wait_health(&mut w, "dedup", HealthState::Up).await;
-    p.publish_confirmed(Publish::new("signalbox/dev/d/x", env.to_vec(), Qos::AtLeastOnce, false), WAIT)
-        .await
-        .expect("third time");
+    p.publish_confirmed(
+        Publish::new("signalbox/dev/d/x", env.to_vec(), Qos::AtLeastOnce, false),
+        WAIT,
+    )
+    .await
+    .expect("third time");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let summary = running.stop().await;
     assert_eq!(summary.counters.duplicates, 1);
@@ -332,7 +450,9 @@ async fn the_same_id_twice_is_processed_once_even_across_restarts(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn messages_published_while_offline_are_processed_on_return_and_stop_is_reported() {
-    let Some(m) = mosquitto_persistent("messages_published_while_offline") else { return };
+    let Some(m) = mosquitto_persistent("messages_published_while_offline") else {
+        return;
+    };
     let url = m.url();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(&url, &state(dir.path()), 1);
@@ -347,7 +467,11 @@ async fn messages_published_while_offline_are_processed_on_return_and_stop_is_re
         }
     };
     let mut w = watcher(&url, &["signalbox/_health/offline"]).await;
-    let running = start(&config, options(&config, "offline", "signalbox/dev/o/#"), handler(count.clone()));
+    let running = start(
+        &config,
+        options(&config, "offline", "signalbox/dev/o/#"),
+        handler(count.clone()),
+    );
     wait_health(&mut w, "offline", HealthState::Up).await;
     running.stop().await;
     let stopped = wait_health(&mut w, "offline", HealthState::Stopped).await;
@@ -356,7 +480,11 @@ async fn messages_published_while_offline_are_processed_on_return_and_stop_is_re
     for i in 0..20 {
         publish_envelope(&p, "signalbox/dev/o/x", &format!("while away {i}")).await;
     }
-    let running = start(&config, options(&config, "offline", "signalbox/dev/o/#"), handler(count.clone()));
+    let running = start(
+        &config,
+        options(&config, "offline", "signalbox/dev/o/#"),
+        handler(count.clone()),
+    );
     let deadline = tokio::time::Instant::now() + WAIT;
     while count.load(Ordering::SeqCst) < 20 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -368,20 +496,26 @@ async fn messages_published_while_offline_are_processed_on_return_and_stop_is_re
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_is_survived_without_operator_action() {
-    let Some(mut m) = mosquitto_persistent("a_broker_restart_is_survived") else { return };
+    let Some(mut m) = mosquitto_persistent("a_broker_restart_is_survived") else {
+        return;
+    };
     let url = m.url();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = test_config(&url, &state(dir.path()), 1);
     let count = Arc::new(AtomicU32::new(0));
     let c = count.clone();
     let mut w = watcher(&url, &["signalbox/_health/restart"]).await;
-    let running = start(&config, options(&config, "restart", "signalbox/dev/r/#"), move |_d| {
-        let c = c.clone();
-        async move {
-            c.fetch_add(1, Ordering::SeqCst);
-            Ok(None)
-        }
-    });
+    let running = start(
+        &config,
+        options(&config, "restart", "signalbox/dev/r/#"),
+        move |_d| {
+            let c = c.clone();
+            async move {
+                c.fetch_add(1, Ordering::SeqCst);
+                Ok(None)
+            }
+        },
+    );
     wait_health(&mut w, "restart", HealthState::Up).await;
     drop(w);
     m.restart(true);
@@ -393,13 +527,19 @@ async fn a_broker_restart_is_survived_without_operator_action() {
     while count.load(Ordering::SeqCst) < 10 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(count.load(Ordering::SeqCst), 10, "resumed after the restart");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        10,
+        "resumed after the restart"
+    );
     running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_share_group_splits_the_work_exactly_once() {
-    let Some(m) = mosquitto("a_share_group_splits_the_work") else { return };
+    let Some(m) = mosquitto("a_share_group_splits_the_work") else {
+        return;
+    };
     let url = m.url();
     let ids = Arc::new(Mutex::new(Vec::<(u8, String)>::new()));
     let mut running = Vec::new();
@@ -423,12 +563,19 @@ async fn a_share_group_splits_the_work_exactly_once() {
     let mut pending = Vec::new();
     let mut sent = Vec::new();
     for i in 0..1000 {
-        let env = Envelope::builder("signalbox/dev/s/x", format!("job {i}")).build().expect("env");
+        let env = Envelope::builder("signalbox/dev/s/x", format!("job {i}"))
+            .build()
+            .expect("env");
         sent.push(env.id.to_string());
         pending.push(
-            p.publish(Publish::new("signalbox/dev/s/x", env.to_vec(), Qos::AtLeastOnce, false))
-                .await
-                .expect("queued"),
+            p.publish(Publish::new(
+                "signalbox/dev/s/x",
+                env.to_vec(),
+                Qos::AtLeastOnce,
+                false,
+            ))
+            .await
+            .expect("queued"),
         );
     }
     for c in pending {
@@ -447,7 +594,11 @@ async fn a_share_group_splits_the_work_exactly_once() {
     sent.sort();
     assert_eq!(handled, sent, "every message exactly once");
     let first = ids.iter().filter(|(i, _)| *i == 0).count();
-    assert!(first > 0 && first < 1000, "both instances took part: {first} / {}", 1000 - first);
+    assert!(
+        first > 0 && first < 1000,
+        "both instances took part: {first} / {}",
+        1000 - first
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -457,31 +608,53 @@ async fn ping_is_answered_and_replies_reach_the_requester() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = test_config(&url, &state(dir.path()), 60);
     config.mqtt_version.value = 5;
-    let running = start(&config, options(&config, "answer", "signalbox/dev/q/#"), |d: Delivery| async move {
-        Ok(Some(Bytes::from(format!("answer to {}", d.summary()))))
-    });
+    let running = start(
+        &config,
+        options(&config, "answer", "signalbox/dev/q/#"),
+        |d: Delivery| async move { Ok(Some(Bytes::from(format!("answer to {}", d.summary())))) },
+    );
     let mut o = ConnectOptions::for_url(&url, "req").expect("url");
     o.protocol = signalbox_common::mqtt::Protocol::V5;
     let mut w = Connection::connect(o).await.expect("connect");
-    w.subscribe(&[("signalbox/_health/answer".into(), Qos::AtLeastOnce), ("r/#".into(), Qos::AtLeastOnce)], WAIT)
-        .await
-        .expect("sub");
+    w.subscribe(
+        &[
+            ("signalbox/_health/answer".into(), Qos::AtLeastOnce),
+            ("r/#".into(), Qos::AtLeastOnce),
+        ],
+        WAIT,
+    )
+    .await
+    .expect("sub");
     let first = wait_health(&mut w, "answer", HealthState::Up).await;
     // With a 60 s interval, only a ping makes a new report now.
-    w.publish_confirmed(Publish::new(topic::ping_topic("signalbox"), Vec::new(), Qos::AtLeastOnce, false), WAIT)
-        .await
-        .expect("ping");
+    w.publish_confirmed(
+        Publish::new(
+            topic::ping_topic("signalbox"),
+            Vec::new(),
+            Qos::AtLeastOnce,
+            false,
+        ),
+        WAIT,
+    )
+    .await
+    .expect("ping");
     let second = wait_health(&mut w, "answer", HealthState::Up).await;
     assert!(second.last_seen >= first.last_seen);
     // Request/reply over MQTT 5 properties.
-    let env = Envelope::builder("signalbox/dev/q/ask", "the question").reply_to("r/1").build().expect("env");
+    let env = Envelope::builder("signalbox/dev/q/ask", "the question")
+        .reply_to("r/1")
+        .build()
+        .expect("env");
     let mut p = Publish::new("signalbox/dev/q/ask", env.to_vec(), Qos::AtLeastOnce, false);
     p.response_topic = Some("r/1".into());
     p.correlation = Some(Bytes::from_static(b"corr-1"));
     w.publish_confirmed(p, WAIT).await.expect("request");
     let deadline = tokio::time::Instant::now() + WAIT;
     let reply = loop {
-        let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("a reply").expect("open");
+        let m = tokio::time::timeout_at(deadline, w.recv())
+            .await
+            .expect("a reply")
+            .expect("open");
         if m.topic == "r/1" {
             break m;
         }
@@ -511,23 +684,46 @@ async fn a_large_queue_waiting_for_a_returning_listener_is_drained() {
         }
     };
     let mut w = watcher(&url, &["signalbox/_health/backlog"]).await;
-    let running = start(&config, options(&config, "backlog", "signalbox/dev/q/#"), handler(count.clone()));
+    let running = start(
+        &config,
+        options(&config, "backlog", "signalbox/dev/q/#"),
+        handler(count.clone()),
+    );
     wait_health(&mut w, "backlog", HealthState::Up).await;
     running.stop().await;
     let p = client(&url, "p-backlog").await;
     let mut pending = Vec::new();
     for i in 0..5000 {
-        let e = Envelope::builder("signalbox/dev/q/x", format!("queued {i}")).build().expect("env");
-        pending.push(p.publish(Publish::new("signalbox/dev/q/x", e.to_vec(), Qos::AtLeastOnce, false)).await.expect("queued"));
+        let e = Envelope::builder("signalbox/dev/q/x", format!("queued {i}"))
+            .build()
+            .expect("env");
+        pending.push(
+            p.publish(Publish::new(
+                "signalbox/dev/q/x",
+                e.to_vec(),
+                Qos::AtLeastOnce,
+                false,
+            ))
+            .await
+            .expect("queued"),
+        );
     }
     for c in pending {
         c.wait(WAIT).await.expect("confirmed");
     }
-    let running = start(&config, options(&config, "backlog", "signalbox/dev/q/#"), handler(count.clone()));
+    let running = start(
+        &config,
+        options(&config, "backlog", "signalbox/dev/q/#"),
+        handler(count.clone()),
+    );
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while count.load(Ordering::SeqCst) < 5000 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(count.load(Ordering::SeqCst), 5000, "the whole queue was handled");
+    assert_eq!(
+        count.load(Ordering::SeqCst),
+        5000,
+        "the whole queue was handled"
+    );
     running.stop().await;
 }

@@ -6,7 +6,9 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use signalbox_e2e::{embedded_broker, mosquitto, run_with_limit, signalbox, KillOnDrop, LineReader};
+use signalbox_e2e::{
+    embedded_broker, mosquitto, run_with_limit, signalbox, KillOnDrop, LineReader,
+};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -29,8 +31,13 @@ fn tail_ready(url: &str, ready_topic: &str, args: &[&str]) -> (KillOnDrop, LineR
         .expect("spawn tail");
     let lines = LineReader::new(&mut child);
     let child = KillOnDrop(child);
-    let first = lines.next_line(LIMIT).expect("tail prints the retained ready message");
-    assert!(first.contains(ready_topic) && first.contains("ready"), "{first}");
+    let first = lines
+        .next_line(LIMIT)
+        .expect("tail prints the retained ready message");
+    assert!(
+        first.contains(ready_topic) && first.contains("ready"),
+        "{first}"
+    );
     (child, lines)
 }
 
@@ -39,31 +46,69 @@ fn pub_to_tail_through_the_embedded_broker() {
     let broker = embedded_broker();
     let url = broker.url();
     let (_tail, lines) = tail_ready(&url, "signalbox/dev/test/ready", &["signalbox/dev/#"]);
-    publish(&url, &["signalbox/dev/git/kernel/commit", "jkeating pushed to kernel", "--severity", "warning"]);
+    publish(
+        &url,
+        &[
+            "signalbox/dev/git/kernel/commit",
+            "jkeating pushed to kernel",
+            "--severity",
+            "warning",
+        ],
+    );
     let line = lines.next_line(LIMIT).expect("tail prints the envelope");
     let re_time = line.get(..12).unwrap_or_default();
     assert!(
         re_time.len() == 12 && re_time.as_bytes()[2] == b':' && re_time.as_bytes()[8] == b'.',
         "line starts with HH:MM:SS.mmm: {line}"
     );
-    assert!(line.ends_with(" signalbox/dev/git/kernel/commit jkeating pushed to kernel"), "{line}");
+    assert!(
+        line.ends_with(" signalbox/dev/git/kernel/commit jkeating pushed to kernel"),
+        "{line}"
+    );
 }
 
 #[test]
 fn retained_messages_are_marked_or_omitted() {
     let broker = embedded_broker();
     let url = broker.url();
-    publish(&url, &["--retain", "signalbox/dev/cron/backup/finished", "backup ok"]);
+    publish(
+        &url,
+        &[
+            "--retain",
+            "signalbox/dev/cron/backup/finished",
+            "backup ok",
+        ],
+    );
     let out = run_with_limit(
-        signalbox(&url).args(["tail", "--count", "1", "--timeout", "10", "signalbox/dev/cron/#"]),
+        signalbox(&url).args([
+            "tail",
+            "--count",
+            "1",
+            "--timeout",
+            "10",
+            "signalbox/dev/cron/#",
+        ]),
         LIMIT,
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("signalbox/dev/cron/backup/finished backup ok [retained]"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("signalbox/dev/cron/backup/finished backup ok [retained]"),
+        "{}",
+        out.stdout
+    );
 
     // With --no-retained the stored state is skipped and only live messages show.
     let mut child = signalbox(&url)
-        .args(["tail", "--no-retained", "--count", "1", "--timeout", "20", "signalbox/dev/cron/#"])
+        .args([
+            "tail",
+            "--no-retained",
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+            "signalbox/dev/cron/#",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -79,7 +124,10 @@ fn retained_messages_are_marked_or_omitted() {
         }
     }
     let line = got.expect("a live message within 50 tries");
-    assert!(line.ends_with("signalbox/dev/cron/backup/started live"), "{line}");
+    assert!(
+        line.ends_with("signalbox/dev/cron/backup/started live"),
+        "{line}"
+    );
     assert!(!line.contains("retained"), "{line}");
 }
 
@@ -88,16 +136,21 @@ fn tail_json_prints_envelopes_text_and_binary() {
     let broker = embedded_broker();
     let url = broker.url();
     let (_tail, lines) = tail_ready(&url, "x/ready", &["--json", "x/#"]);
-    publish(&url, &["x/env", "an envelope", "--body", r#"{"nvr":"kernel-6.1"}"#]);
+    publish(
+        &url,
+        &["x/env", "an envelope", "--body", r#"{"nvr":"kernel-6.1"}"#],
+    );
     publish(&url, &["--raw", "x/text", "plain words"]);
-    let env: serde_json::Value = serde_json::from_str(&lines.next_line(LIMIT).expect("envelope line")).expect("json");
+    let env: serde_json::Value =
+        serde_json::from_str(&lines.next_line(LIMIT).expect("envelope line")).expect("json");
     assert_eq!(env["kind"], "envelope");
     assert_eq!(env["retained"], false);
     assert_eq!(env["payload"]["summary"], "an envelope");
     assert_eq!(env["payload"]["body"]["nvr"], "kernel-6.1");
     assert_eq!(env["payload"]["source"]["bridge"], "cli");
     assert_eq!(env["payload"]["v"], 1);
-    let text: serde_json::Value = serde_json::from_str(&lines.next_line(LIMIT).expect("text line")).expect("json");
+    let text: serde_json::Value =
+        serde_json::from_str(&lines.next_line(LIMIT).expect("text line")).expect("json");
     assert_eq!(text["kind"], "text");
     assert_eq!(text["payload"], "plain words");
 }
@@ -125,7 +178,12 @@ fn pub_stdin_streams_every_line_whole_and_in_order() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn pub");
-    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write stdin");
     let out = signalbox_e2e::wait_with_limit(child, LIMIT);
     assert_eq!(out.code, 0, "pub --stdin failed: {}", out.stderr);
     let mut payloads = Vec::new();
@@ -139,7 +197,10 @@ fn pub_stdin_streams_every_line_whole_and_in_order() {
     assert_eq!(payloads[1002], "line 1001");
     assert_eq!(payloads[2000], "line 1999");
     assert_eq!(payloads[2001], "last line without newline");
-    assert!(lines.next_line(Duration::from_millis(300)).is_none(), "nothing extra (empty line skipped)");
+    assert!(
+        lines.next_line(Duration::from_millis(300)).is_none(),
+        "nothing extra (empty line skipped)"
+    );
 }
 
 #[test]
@@ -171,49 +232,104 @@ fn topic_per_line_feeds_many_topics_over_one_connection() {
 
 #[test]
 fn mosquitto_sub_receives_signalbox_envelopes() {
-    let Some(m) = mosquitto("mosquitto_sub_receives_signalbox_envelopes") else { return };
-    publish(&m.url(), &["--retain", "signalbox/dev/koji/build/complete", "kernel built", "--body", r#"{"nvr":"k-1"}"#]);
+    let Some(m) = mosquitto("mosquitto_sub_receives_signalbox_envelopes") else {
+        return;
+    };
+    publish(
+        &m.url(),
+        &[
+            "--retain",
+            "signalbox/dev/koji/build/complete",
+            "kernel built",
+            "--body",
+            r#"{"nvr":"k-1"}"#,
+        ],
+    );
     let out = run_with_limit(
         Command::new("mosquitto_sub").args([
-            "-h", "127.0.0.1", "-p", &m.port.to_string(), "-t", "signalbox/#", "-C", "1", "-W", "10",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &m.port.to_string(),
+            "-t",
+            "signalbox/#",
+            "-C",
+            "1",
+            "-W",
+            "10",
         ]),
         LIMIT,
     );
     assert_eq!(out.code, 0, "mosquitto_sub: {}", out.stderr);
-    let env: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("an envelope in JSON");
+    let env: serde_json::Value =
+        serde_json::from_str(out.stdout.trim()).expect("an envelope in JSON");
     assert_eq!(env["v"], 1);
     assert_eq!(env["topic"], "signalbox/dev/koji/build/complete");
     assert_eq!(env["summary"], "kernel built");
     assert_eq!(env["body"]["nvr"], "k-1");
     let time = env["time"].as_str().unwrap_or_default();
-    assert!(time.ends_with('Z') && time.len() == 24, "millisecond RFC 3339 UTC: {time}");
+    assert!(
+        time.ends_with('Z') && time.len() == 24,
+        "millisecond RFC 3339 UTC: {time}"
+    );
     let id = env["id"].as_str().unwrap_or_default();
     assert_eq!(id.as_bytes().get(14), Some(&b'7'), "a UUIDv7: {id}");
 }
 
 #[test]
 fn signalbox_tail_shows_mosquitto_pub_text_and_binary() {
-    let Some(m) = mosquitto("signalbox_tail_shows_mosquitto_pub_text_and_binary") else { return };
+    let Some(m) = mosquitto("signalbox_tail_shows_mosquitto_pub_text_and_binary") else {
+        return;
+    };
     let port = m.port.to_string();
     let dir = tempfile::tempdir().expect("tempdir");
     let bin_file = dir.path().join("blob");
     std::fs::write(&bin_file, [0u8, 159, 146, 150, 255, 1, 2, 3]).expect("write blob");
     let mpub = |args: &[&str]| {
-        let out = run_with_limit(Command::new("mosquitto_pub").args(["-h", "127.0.0.1", "-p", &port]).args(args), LIMIT);
+        let out = run_with_limit(
+            Command::new("mosquitto_pub")
+                .args(["-h", "127.0.0.1", "-p", &port])
+                .args(args),
+            LIMIT,
+        );
         assert_eq!(out.code, 0, "mosquitto_pub {args:?}: {}", out.stderr);
     };
     mpub(&["-r", "-t", "sensors/a/temp", "-m", "21.5 degrees"]);
-    mpub(&["-r", "-t", "sensors/b/blob", "-f", bin_file.to_str().unwrap_or_default()]);
+    mpub(&[
+        "-r",
+        "-t",
+        "sensors/b/blob",
+        "-f",
+        bin_file.to_str().unwrap_or_default(),
+    ]);
     let out = run_with_limit(
         signalbox(&m.url()).args(["tail", "--count", "2", "--timeout", "10", "sensors/#"]),
         LIMIT,
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("sensors/a/temp 21.5 degrees [retained]"), "{}", out.stdout);
-    assert!(out.stdout.contains("sensors/b/blob <8 bytes binary> [retained]"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("sensors/a/temp 21.5 degrees [retained]"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("sensors/b/blob <8 bytes binary> [retained]"),
+        "{}",
+        out.stdout
+    );
 
     let out = run_with_limit(
-        signalbox(&m.url()).args(["tail", "--json", "--count", "2", "--timeout", "10", "sensors/#"]),
+        signalbox(&m.url()).args([
+            "tail",
+            "--json",
+            "--count",
+            "2",
+            "--timeout",
+            "10",
+            "sensors/#",
+        ]),
         LIMIT,
     );
     assert_eq!(out.code, 0, "{}", out.stderr);
@@ -230,7 +346,9 @@ fn signalbox_tail_shows_mosquitto_pub_text_and_binary() {
 
 #[test]
 fn pub_stdin_survives_a_broker_restart() {
-    let Some(mut m) = mosquitto("pub_stdin_survives_a_broker_restart") else { return };
+    let Some(mut m) = mosquitto("pub_stdin_survives_a_broker_restart") else {
+        return;
+    };
     let url = m.url();
     let port = m.port;
     let mut child = signalbox(&url)
@@ -249,7 +367,8 @@ fn pub_stdin_survives_a_broker_restart() {
     // Kill the broker and bring a new one up on the same port.
     drop(m);
     std::thread::sleep(Duration::from_millis(500));
-    m = signalbox_e2e::mosquitto_on_port("pub_stdin_survives_a_broker_restart", port).expect("mosquitto restarts");
+    m = signalbox_e2e::mosquitto_on_port("pub_stdin_survives_a_broker_restart", port)
+        .expect("mosquitto restarts");
     let started = Instant::now();
     let (tail, lines) = {
         let mut tail = signalbox(&m.url())

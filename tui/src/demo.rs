@@ -89,10 +89,14 @@ pub struct DemoArgs {
 /// Runs the demo.
 pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
     if !args.speed.is_finite() || args.speed <= 0.0 || args.speed > 100.0 {
-        return Err(CliError::usage(anyhow!("--speed must be between 0 and 100")));
+        return Err(CliError::usage(anyhow!(
+            "--speed must be between 0 and 100"
+        )));
     }
     if !args.duration.is_finite() || args.duration <= 0.0 {
-        return Err(CliError::usage(anyhow!("--duration must be a positive number of seconds")));
+        return Err(CliError::usage(anyhow!(
+            "--duration must be a positive number of seconds"
+        )));
     }
     if !args.headless {
         use std::io::IsTerminal;
@@ -103,16 +107,24 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
         }
     }
     for tool in ["git", "sh"] {
-        if Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_err()
+        if Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_err()
             && Command::new(tool).arg("-c").arg("true").status().is_err()
         {
-            return Err(CliError::failure(anyhow!("the demo needs `{tool}` on PATH")));
+            return Err(CliError::failure(anyhow!(
+                "the demo needs `{tool}` on PATH"
+            )));
         }
     }
     let dir = match &args.dir {
         Some(d) => {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
-            d.canonicalize().with_context(|| format!("resolving {}", d.display()))?
+            d.canonicalize()
+                .with_context(|| format!("resolving {}", d.display()))?
         }
         None => tempfile::Builder::new()
             .prefix("signalbox-demo-")
@@ -125,8 +137,11 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
     } else if let Ok(file) = std::fs::File::create(dir.join("demo.log")) {
         crate::cli::init_logging_to(0, Mutex::new(file));
     }
-    let broker = EmbeddedBroker::start(&BrokerOptions { listen: ([127, 0, 0, 1], 0).into(), listen_v5: None })
-        .map_err(CliError::failure)?;
+    let broker = EmbeddedBroker::start(&BrokerOptions {
+        listen: ([127, 0, 0, 1], 0).into(),
+        listen_v5: None,
+    })
+    .map_err(CliError::failure)?;
     let url = broker.url();
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     let sim = Arc::new(Sim::new(&dir, &url, seed, args.speed)?);
@@ -142,7 +157,9 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
         .enable_all()
         .build()
         .map_err(CliError::failure)?;
-    let mut started = runtime.block_on(sim.clone().start()).map_err(CliError::failure)?;
+    let mut started = runtime
+        .block_on(sim.clone().start())
+        .map_err(CliError::failure)?;
     let outcome = if args.headless {
         runtime.block_on(async {
             tokio::time::sleep(Duration::from_secs_f64(args.duration)).await;
@@ -160,11 +177,15 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
         result.map(|_| BTreeMap::new())
     };
     // The summary sees the listeners as they run, then everything stops.
-    let replays = outcome.map_err(|e| CliError { code: e.code, error: e.error })?;
+    let replays = outcome.map_err(|e| CliError {
+        code: e.code,
+        error: e.error,
+    })?;
     let summary = runtime.block_on(sim.summary(replays));
     runtime.block_on(started.stop());
     sim.stop_children();
-    std::fs::write(dir.join("summary.json"), format!("{summary:#}\n")).context("writing summary.json")?;
+    std::fs::write(dir.join("summary.json"), format!("{summary:#}\n"))
+        .context("writing summary.json")?;
     if args.headless {
         if args.json {
             println!("{summary}");
@@ -172,7 +193,10 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
             print_summary(&summary);
         }
     }
-    println!("signalbox demo: stopped; the work directory stays: {}", dir.display());
+    println!(
+        "signalbox demo: stopped; the work directory stays: {}",
+        dir.display()
+    );
     drop(broker);
     Ok(ExitCode::SUCCESS)
 }
@@ -192,7 +216,10 @@ fn print_summary(s: &serde_json::Value) {
         }
     }
     println!("failed: {} failure records written", s["failed_records"]);
-    println!("operator replay of bugzilla-hook's records: {}", s["replays"]);
+    println!(
+        "operator replay of bugzilla-hook's records: {}",
+        s["replays"]
+    );
     println!("files:");
     if let Some(map) = s["files"].as_object() {
         for (name, v) in map {
@@ -258,14 +285,18 @@ impl Sim {
     fn new(dir: &Path, url: &str, seed: u64, speed: f64) -> anyhow::Result<Sim> {
         let exe = std::env::current_exe().context("locating the signalbox binary")?;
         for sub in ["git", "work", "pkgdb", "out", "state", "mail"] {
-            std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("creating {}/{sub}", dir.display()))?;
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("creating {}/{sub}", dir.display()))?;
         }
         let env: Vec<(String, String)> = vec![
             ("SIGNALBOX_BROKER".into(), url.into()),
             ("SIGNALBOX_ENV".into(), ENV.into()),
             ("SIGNALBOX_PREFIX".into(), "signalbox".into()),
             ("SIGNALBOX_CONFIG".into(), String::new()),
-            ("SIGNALBOX_STATE_DIR".into(), dir.join("state").display().to_string()),
+            (
+                "SIGNALBOX_STATE_DIR".into(),
+                dir.join("state").display().to_string(),
+            ),
             ("SIGNALBOX_HEALTH_INTERVAL".into(), "2".into()),
             ("SIGNALBOX_LOG".into(), "error".into()),
         ];
@@ -310,7 +341,9 @@ impl Sim {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         cmd
     }
 
@@ -321,7 +354,10 @@ impl Sim {
     fn spawn_listener_kind(&self, kind: &str, name: &str, args: &[&str]) -> anyhow::Result<()> {
         let mut full = vec![kind, "--name", name];
         full.extend_from_slice(args);
-        let child = self.bridge(&full).spawn().with_context(|| format!("starting listener {name}"))?;
+        let child = self
+            .bridge(&full)
+            .spawn()
+            .with_context(|| format!("starting listener {name}"))?;
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         children.insert(name.to_string(), child);
         Ok(())
@@ -339,7 +375,10 @@ impl Sim {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         for (_, mut child) in std::mem::take(&mut *children) {
             // SIGTERM: the listener finishes its message and reports stopped.
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
             let deadline = Instant::now() + Duration::from_secs(3);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = child.try_wait() {
@@ -369,39 +408,103 @@ impl Sim {
             db = self.dir.join("pkgdb/owners.txt").display(),
             out = self.dir.join("out").display()
         );
-        self.spawn_listener("aliases", &["--filter", "signalbox/demo/pkgdb/#", "--debounce", "1s", "--", "sh", "-c", &aliases_script])?;
+        self.spawn_listener(
+            "aliases",
+            &[
+                "--filter",
+                "signalbox/demo/pkgdb/#",
+                "--debounce",
+                "1s",
+                "--",
+                "sh",
+                "-c",
+                &aliases_script,
+            ],
+        )?;
         // The bug tracker: a small HTTP service here, behind the webhook
         // listener. It answers 503 for about one commit in five (by the
         // id's last hex digit) and for one replay in sixteen.
         let tracker = bug_tracker(self.dir.join("out/bugzilla-comments.log")).await?;
         let tracker_url = format!("http://{tracker}/hook");
-        self.spawn_listener_kind("webhook", "bugzilla-hook", &["--filter", "signalbox/demo/git/+/commit", "--retries", "1", "--url", &tracker_url, "--secret", "demo-secret"])?;
+        self.spawn_listener_kind(
+            "webhook",
+            "bugzilla-hook",
+            &[
+                "--filter",
+                "signalbox/demo/git/+/commit",
+                "--retries",
+                "1",
+                "--url",
+                &tracker_url,
+                "--secret",
+                "demo-secret",
+            ],
+        )?;
         // Mail to a Maildir: commits to the packagers' list, builds to the
         // package's alias; an RSS file of commits and builds.
         let maildir = self.dir.join("mail").display().to_string();
         self.spawn_listener_kind(
             "email",
             "mail-notify",
-            &["--filter", "signalbox/demo/git/+/commit", "--filter", "signalbox/demo/koji/build/+/complete", "--filter", "signalbox/demo/koji/build/+/failed",
-              "--maildir", &maildir, "--to", "packagers@lists.example.org", "--to-field", "/body/alias", "--from", "signalbox-demo@example.org"],
+            &[
+                "--filter",
+                "signalbox/demo/git/+/commit",
+                "--filter",
+                "signalbox/demo/koji/build/+/complete",
+                "--filter",
+                "signalbox/demo/koji/build/+/failed",
+                "--maildir",
+                &maildir,
+                "--to",
+                "packagers@lists.example.org",
+                "--to-field",
+                "/body/alias",
+                "--from",
+                "signalbox-demo@example.org",
+            ],
         )?;
         let feed = self.dir.join("out/feed.xml").display().to_string();
         self.spawn_listener_kind(
             "feed",
             "feed-writer",
-            &["--filter", "signalbox/demo/git/+/commit", "--filter", "signalbox/demo/koji/build/+/complete", "--output", &feed, "--keep", "100", "--title", "signalbox demo: commits and builds"],
+            &[
+                "--filter",
+                "signalbox/demo/git/+/commit",
+                "--filter",
+                "signalbox/demo/koji/build/+/complete",
+                "--output",
+                &feed,
+                "--keep",
+                "100",
+                "--title",
+                "signalbox demo: commits and builds",
+            ],
         )?;
 
         // The build system and QA: listeners on the runtime, in process.
         let systems = publisher.publisher();
-        tasks.push(self.clone().spawn_runtime_listener("koji", "signalbox/demo/git/+/commit", systems.clone(), stop_rx.clone()));
-        tasks.push(self.clone().spawn_runtime_listener("qa", "signalbox/demo/koji/build/+/complete", systems.clone(), stop_rx.clone()));
+        tasks.push(self.clone().spawn_runtime_listener(
+            "koji",
+            "signalbox/demo/git/+/commit",
+            systems.clone(),
+            stop_rx.clone(),
+        ));
+        tasks.push(self.clone().spawn_runtime_listener(
+            "qa",
+            "signalbox/demo/koji/build/+/complete",
+            systems.clone(),
+            stop_rx.clone(),
+        ));
 
         // Counting what crosses the bus, for the summary.
-        let mut counter = Connection::connect(ConnectOptions::for_url(&self.url, "demo-counter")?).await?;
+        let mut counter =
+            Connection::connect(ConnectOptions::for_url(&self.url, "demo-counter")?).await?;
         counter
             .subscribe(
-                &[("signalbox/demo/#".into(), Qos::AtMostOnce), ("signalbox/_failed/#".into(), Qos::AtMostOnce)],
+                &[
+                    ("signalbox/demo/#".into(), Qos::AtMostOnce),
+                    ("signalbox/_failed/#".into(), Qos::AtMostOnce),
+                ],
                 Duration::from_secs(10),
             )
             .await?;
@@ -428,15 +531,32 @@ impl Sim {
         // The legacy systems, each on its own schedule.
         let (quiet_tx, quiet_rx) = tokio::sync::watch::channel(false);
         let quiet_tasks = vec![
-            self.clone().schedule(quiet_rx.clone(), 5.0, |sim| async move { sim.git_push().await }),
+            self.clone().schedule(
+                quiet_rx.clone(),
+                5.0,
+                |sim| async move { sim.git_push().await },
+            ),
             self.clone().schedule(quiet_rx.clone(), 12.0, move |sim| {
                 let p = systems.clone();
                 async move { sim.owner_change(&p).await }
             }),
-            self.clone().schedule(quiet_rx.clone(), 8.0, |sim| async move { sim.bug_mail().await }),
-            self.clone().schedule(quiet_rx.clone(), 10.0, |sim| async move { sim.cron_job().await }),
-            self.clone().schedule(quiet_rx.clone(), 9.0, |sim| async move { sim.upstream_release().await }),
-            self.clone().schedule(quiet_rx, 40.0, |sim| async move { sim.restart_a_listener().await }),
+            self.clone().schedule(
+                quiet_rx.clone(),
+                8.0,
+                |sim| async move { sim.bug_mail().await },
+            ),
+            self.clone().schedule(
+                quiet_rx.clone(),
+                10.0,
+                |sim| async move { sim.cron_job().await },
+            ),
+            self.clone()
+                .schedule(quiet_rx.clone(), 9.0, |sim| async move {
+                    sim.upstream_release().await
+                }),
+            self.clone().schedule(quiet_rx, 40.0, |sim| async move {
+                sim.restart_a_listener().await
+            }),
         ];
         // The publisher connection lives as long as the tasks.
         tasks.push(tokio::spawn(async move {
@@ -444,11 +564,21 @@ impl Sim {
             let _ = stop.changed().await;
             publisher.disconnect().await;
         }));
-        Ok(Started { quiet: quiet_tx, quiet_tasks, stop: stop_tx, tasks })
+        Ok(Started {
+            quiet: quiet_tx,
+            quiet_tasks,
+            stop: stop_tx,
+            tasks,
+        })
     }
 
     /// Runs `step` every `base` seconds (scaled, jittered) until stopped.
-    fn schedule<F, Fut>(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>, base: f64, step: F) -> tokio::task::JoinHandle<()>
+    fn schedule<F, Fut>(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+        base: f64,
+        step: F,
+    ) -> tokio::task::JoinHandle<()>
     where
         F: Fn(Arc<Sim>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
@@ -503,7 +633,12 @@ impl Sim {
     }
 
     /// Publishes one event of a simulated system; `retain` for states.
-    async fn publish(&self, p: &Publisher, event: SystemEvent<'_>, retain: bool) -> anyhow::Result<()> {
+    async fn publish(
+        &self,
+        p: &Publisher,
+        event: SystemEvent<'_>,
+        retain: bool,
+    ) -> anyhow::Result<()> {
         let bridge = event.topic.split('/').nth(2).unwrap_or("demo").to_string();
         let e = Envelope::builder(event.topic.clone(), event.summary)
             .severity(event.severity)
@@ -511,13 +646,23 @@ impl Sim {
             .agent(event.agent)
             .body(event.body)
             .build()?;
-        p.publish_confirmed(Publish::new(event.topic, Bytes::from(e.to_vec()), Qos::AtLeastOnce, retain), Duration::from_secs(10))
-            .await?;
+        p.publish_confirmed(
+            Publish::new(
+                event.topic,
+                Bytes::from(e.to_vec()),
+                Qos::AtLeastOnce,
+                retain,
+            ),
+            Duration::from_secs(10),
+        )
+        .await?;
         Ok(())
     }
 
     async fn build(&self, p: &Publisher, d: &Delivery) -> anyhow::Result<Option<Bytes>> {
-        let Some(commit) = d.envelope() else { return Ok(None) };
+        let Some(commit) = d.envelope() else {
+            return Ok(None);
+        };
         let package = d.topic.split('/').nth(3).unwrap_or("unknown").to_string();
         let who = commit.agent.clone().unwrap_or_else(|| "koji".into());
         let build = format!("{package}-{}", self.rng(|r| r.u32(100..999)));
@@ -535,7 +680,11 @@ impl Sim {
         .await?;
         tokio::time::sleep(self.every(2.0)).await;
         let ok = self.rng(|r| r.f64()) > 0.15;
-        let (event, severity, text) = if ok { ("complete", Severity::Info, "completed") } else { ("failed", Severity::Error, "FAILED") };
+        let (event, severity, text) = if ok {
+            ("complete", Severity::Info, "completed")
+        } else {
+            ("failed", Severity::Error, "FAILED")
+        };
         self.publish(
             p,
             SystemEvent {
@@ -552,12 +701,21 @@ impl Sim {
     }
 
     async fn qa(&self, p: &Publisher, d: &Delivery) -> anyhow::Result<Option<Bytes>> {
-        let Some(build) = d.envelope() else { return Ok(None) };
+        let Some(build) = d.envelope() else {
+            return Ok(None);
+        };
         let nvr = build.body["nvr"].as_str().unwrap_or("?").to_string();
-        let package = build.body["package"].as_str().unwrap_or("unknown").to_string();
+        let package = build.body["package"]
+            .as_str()
+            .unwrap_or("unknown")
+            .to_string();
         tokio::time::sleep(self.every(1.0)).await;
         let passed = self.rng(|r| r.f64()) > 0.2;
-        let (severity, verdict) = if passed { (Severity::Info, "PASSED") } else { (Severity::Warning, "FAILED rpmlint") };
+        let (severity, verdict) = if passed {
+            (Severity::Info, "PASSED")
+        } else {
+            (Severity::Warning, "FAILED rpmlint")
+        };
         self.publish(
             p,
             SystemEvent {
@@ -579,7 +737,10 @@ impl Sim {
             if bare.exists() {
                 continue;
             }
-            git(&self.dir, &["init", "-q", "--bare", &bare.display().to_string()])?;
+            git(
+                &self.dir,
+                &["init", "-q", "--bare", &bare.display().to_string()],
+            )?;
             let hook = bare.join("hooks/post-receive");
             std::fs::write(
                 &hook,
@@ -588,10 +749,30 @@ impl Sim {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&hook, std::fs::Permissions::from_mode(0o755))?;
             let work = self.dir.join("work").join(package);
-            git(&self.dir, &["clone", "-q", &bare.display().to_string(), &work.display().to_string()])?;
-            std::fs::write(work.join(format!("{package}.spec")), format!("Name: {package}\nVersion: 1.0\nRelease: 1\n"))?;
+            git(
+                &self.dir,
+                &[
+                    "clone",
+                    "-q",
+                    &bare.display().to_string(),
+                    &work.display().to_string(),
+                ],
+            )?;
+            std::fs::write(
+                work.join(format!("{package}.spec")),
+                format!("Name: {package}\nVersion: 1.0\nRelease: 1\n"),
+            )?;
             git(&work, &["add", "."])?;
-            git_as(&work, PEOPLE[0], &["commit", "-q", "-m", &format!("Initial import of {package}")])?;
+            git_as(
+                &work,
+                PEOPLE[0],
+                &[
+                    "commit",
+                    "-q",
+                    "-m",
+                    &format!("Initial import of {package}"),
+                ],
+            )?;
             git(&work, &["branch", "-M", "main"])?;
         }
         Ok(())
@@ -606,19 +787,44 @@ impl Sim {
             let commits = sim.rng(|r| r.usize(1..=3));
             for _ in 0..commits {
                 let release = sim.rng(|r| r.u32(2..500));
-                let what = sim.rng(|r| ["fix oops in ext4", "rebase to upstream", "add patch for CVE", "fix build on aarch64", "drop obsolete patch"][r.usize(..5)]);
-                std::fs::write(work.join(format!("{package}.spec")), format!("Name: {package}\nVersion: 1.0\nRelease: {release}\n"))?;
+                let what = sim.rng(|r| {
+                    [
+                        "fix oops in ext4",
+                        "rebase to upstream",
+                        "add patch for CVE",
+                        "fix build on aarch64",
+                        "drop obsolete patch",
+                    ][r.usize(..5)]
+                });
+                std::fs::write(
+                    work.join(format!("{package}.spec")),
+                    format!("Name: {package}\nVersion: 1.0\nRelease: {release}\n"),
+                )?;
                 git(&work, &["add", "."])?;
-                git_as(&work, person, &["commit", "-q", "-m", &format!("{what} ({package}-1.0-{release})")])?;
+                git_as(
+                    &work,
+                    person,
+                    &[
+                        "commit",
+                        "-q",
+                        "-m",
+                        &format!("{what} ({package}-1.0-{release})"),
+                    ],
+                )?;
             }
             let mut push = Command::new("git");
-            push.current_dir(&work).args(["push", "-q", "origin", "main"]).env("GL_USER", person.0);
+            push.current_dir(&work)
+                .args(["push", "-q", "origin", "main"])
+                .env("GL_USER", person.0);
             for (k, v) in &sim.env {
                 push.env(k, v);
             }
             let out = push.stdout(Stdio::null()).stderr(Stdio::piped()).output()?;
             if !out.status.success() {
-                return Err(anyhow!("git push failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+                return Err(anyhow!(
+                    "git push failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
             }
             Ok(())
         })
@@ -631,13 +837,20 @@ impl Sim {
             .enumerate()
             .map(|(i, p)| {
                 let (login, _) = PEOPLE[i % PEOPLE.len()];
-                (p.to_string(), login.to_string(), format!("{login}@example.org"))
+                (
+                    p.to_string(),
+                    login.to_string(),
+                    format!("{login}@example.org"),
+                )
             })
             .collect()
     }
 
     fn write_owners(&self, owners: &[(String, String, String)]) -> anyhow::Result<()> {
-        let text: String = owners.iter().map(|(p, o, e)| format!("{p} {o} {e}\n")).collect();
+        let text: String = owners
+            .iter()
+            .map(|(p, o, e)| format!("{p} {o} {e}\n"))
+            .collect();
         let path = self.dir.join("pkgdb/owners.txt");
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, text)?;
@@ -651,7 +864,11 @@ impl Sim {
             .lines()
             .filter_map(|l| {
                 let mut f = l.split_whitespace();
-                Some((f.next()?.to_string(), f.next()?.to_string(), f.next()?.to_string()))
+                Some((
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                ))
             })
             .collect()
     }
@@ -689,7 +906,14 @@ impl Sim {
         let bug = self.bug_number.fetch_add(1, Ordering::Relaxed);
         let package = self.rng(|r| PACKAGES[r.usize(..PACKAGES.len())]);
         let (login, name) = self.rng(|r| PEOPLE[r.usize(..PEOPLE.len())]);
-        let what = self.rng(|r| ["crashes on start", "segfault in the test suite", "wrong license tag", "update to the latest release"][r.usize(..4)]);
+        let what = self.rng(|r| {
+            [
+                "crashes on start",
+                "segfault in the test suite",
+                "wrong license tag",
+                "update to the latest release",
+            ][r.usize(..4)]
+        });
         let mail = format!(
             "From: bugzilla@example.org\r\nTo: {login}@example.org\r\nSubject: [Bug {bug}] New: {package} {what}\r\n\
              List-Id: <bugzilla.example.org>\r\nMessage-ID: <bug-{bug}@bugzilla.example.org>\r\n\
@@ -699,7 +923,10 @@ impl Sim {
         );
         let sim = self.clone();
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            let mut child = sim.bridge(&["mail", "--system", "bugzilla"]).stdin(Stdio::piped()).spawn()?;
+            let mut child = sim
+                .bridge(&["mail", "--system", "bugzilla"])
+                .stdin(Stdio::piped())
+                .spawn()?;
             if let Some(mut stdin) = child.stdin.take() {
                 stdin.write_all(mail.as_bytes())?;
             }
@@ -719,13 +946,25 @@ impl Sim {
         let nightly = self.rng(|r| r.bool());
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let (job, script) = if nightly {
-                ("backup", "echo 'dumping pkgdb'; echo 'rsync to backup01: 1234 files'".to_string())
+                (
+                    "backup",
+                    "echo 'dumping pkgdb'; echo 'rsync to backup01: 1234 files'".to_string(),
+                )
             } else if fail {
-                ("mirror-sync", "echo 'syncing mirror'; echo 'rsync: connection reset by peer' >&2; exit 23".to_string())
+                (
+                    "mirror-sync",
+                    "echo 'syncing mirror'; echo 'rsync: connection reset by peer' >&2; exit 23"
+                        .to_string(),
+                )
             } else {
-                ("mirror-sync", "echo 'syncing mirror'; echo '42 packages updated'".to_string())
+                (
+                    "mirror-sync",
+                    "echo 'syncing mirror'; echo '42 packages updated'".to_string(),
+                )
             };
-            let _ = sim.bridge(&["cron", "--job", job, "--", "sh", "-c", &script]).status()?;
+            let _ = sim
+                .bridge(&["cron", "--job", job, "--", "sh", "-c", &script])
+                .status()?;
             Ok(())
         })
         .await?
@@ -788,20 +1027,48 @@ impl Sim {
             out = self.dir.join("out").display()
         );
         self.alias_runs.fetch_add(1, Ordering::Relaxed);
-        self.spawn_listener("aliases", &["--filter", "signalbox/demo/pkgdb/#", "--debounce", "1s", "--", "sh", "-c", &aliases_script])
+        self.spawn_listener(
+            "aliases",
+            &[
+                "--filter",
+                "signalbox/demo/pkgdb/#",
+                "--debounce",
+                "1s",
+                "--",
+                "sh",
+                "-c",
+                &aliases_script,
+            ],
+        )
     }
 
     /// What an operator does at the end of a headless run: replay every
     /// failed message of the flaky hook and count the outcomes.
     async fn operator_replays(&self) -> Result<BTreeMap<String, u64>, CliError> {
-        let mut conn = Connection::connect(ConnectOptions::for_url(&self.url, "demo-operator").map_err(CliError::failure)?)
-            .await
-            .map_err(CliError::failure)?;
+        let mut conn = Connection::connect(
+            ConnectOptions::for_url(&self.url, "demo-operator").map_err(CliError::failure)?,
+        )
+        .await
+        .map_err(CliError::failure)?;
         let reply = format!("signalbox/_demo/replies/{}", uuid::Uuid::now_v7());
-        conn.subscribe(&[(reply.clone(), Qos::AtLeastOnce)], Duration::from_secs(10)).await.map_err(CliError::failure)?;
-        let request = ReplayRequest { ids: Vec::new(), all: true, reply_to: Some(reply.clone()) };
+        conn.subscribe(
+            &[(reply.clone(), Qos::AtLeastOnce)],
+            Duration::from_secs(10),
+        )
+        .await
+        .map_err(CliError::failure)?;
+        let request = ReplayRequest {
+            ids: Vec::new(),
+            all: true,
+            reply_to: Some(reply.clone()),
+        };
         conn.publish_confirmed(
-            Publish::new(topic::replay_topic("signalbox", "bugzilla-hook"), request.to_vec(), Qos::AtLeastOnce, false),
+            Publish::new(
+                topic::replay_topic("signalbox", "bugzilla-hook"),
+                request.to_vec(),
+                Qos::AtLeastOnce,
+                false,
+            ),
             Duration::from_secs(10),
         )
         .await
@@ -832,7 +1099,12 @@ impl Sim {
         let mut listeners = serde_json::Map::new();
         if let Ok(opts) = ConnectOptions::for_url(&self.url, "demo-summary") {
             if let Ok(mut conn) = Connection::connect(opts).await {
-                let _ = conn.subscribe(&[(topic::health_filter("signalbox"), Qos::AtLeastOnce)], Duration::from_secs(5)).await;
+                let _ = conn
+                    .subscribe(
+                        &[(topic::health_filter("signalbox"), Qos::AtLeastOnce)],
+                        Duration::from_secs(5),
+                    )
+                    .await;
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
                 while let Ok(Some(m)) = tokio::time::timeout_at(deadline, conn.recv()).await {
                     if let Ok(r) = HealthReport::from_slice(&m.payload) {
@@ -843,8 +1115,16 @@ impl Sim {
             }
         }
         let out = self.dir.join("out");
-        let lines = |p: &Path| std::fs::read_to_string(p).map(|t| t.lines().count()).unwrap_or(0);
-        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let lines = |p: &Path| {
+            std::fs::read_to_string(p)
+                .map(|t| t.lines().count())
+                .unwrap_or(0)
+        };
+        let counts = self
+            .counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         serde_json::json!({
             "work_dir": self.dir.display().to_string(),
             "messages": counts,
@@ -868,7 +1148,9 @@ impl Sim {
 /// port), appends each accepted comment to `log`, and fails some with 503.
 async fn bug_tracker(log: PathBuf) -> anyhow::Result<std::net::SocketAddr> {
     use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("starting the bug tracker")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("starting the bug tracker")?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
@@ -891,7 +1173,11 @@ async fn bug_tracker(log: PathBuf) -> anyhow::Result<std::net::SocketAddr> {
                         headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
                     }
                 }
-                let length: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0).min(1 << 20);
+                let length: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0)
+                    .min(1 << 20);
                 let mut body = vec![0u8; length];
                 if reader.read_exact(&mut body).await.is_err() {
                     return;
@@ -900,17 +1186,28 @@ async fn bug_tracker(log: PathBuf) -> anyhow::Result<std::net::SocketAddr> {
                 let replay = headers.get("x-signalbox-replay").is_some_and(|v| v == "1");
                 let last = id.chars().last().unwrap_or('f');
                 let second = id.chars().rev().nth(1).unwrap_or('f');
-                let fail = if replay { second == '0' } else { matches!(last, '0' | '1' | '2') };
+                let fail = if replay {
+                    second == '0'
+                } else {
+                    matches!(last, '0' | '1' | '2')
+                };
                 let (status, text) = if fail {
                     ("503 Service Unavailable", "bugzilla: database is busy")
                 } else {
                     let summary = Payload::decode(&body).summary_line(200);
-                    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+                    if let Ok(mut f) = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&log)
+                    {
                         let _ = writeln!(f, "{summary}");
                     }
                     ("200 OK", "ok")
                 };
-                let response = format!("HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}", text.len());
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                    text.len()
+                );
                 let _ = reader.get_mut().write_all(response.as_bytes()).await;
             });
         }
@@ -938,7 +1235,11 @@ fn git_as(dir: &Path, person: (&str, &str), args: &[&str]) -> anyhow::Result<()>
         .output()
         .context("running git")?;
     if !out.status.success() {
-        return Err(anyhow!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()));
+        return Err(anyhow!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
     }
     Ok(())
 }

@@ -7,8 +7,8 @@
 
 mod app;
 mod cli;
-mod demo;
 mod console;
+mod demo;
 mod event;
 mod ingest;
 mod keys;

@@ -86,7 +86,12 @@ pub struct EmailArgs {
     #[command(flatten)]
     listener: ListenerFlags,
     /// Send by SMTP: smtp://[user:pass@]host[:port][?tls=required|opportunistic], smtps://…
-    #[arg(long, value_name = "URL", env = "SIGNALBOX_SMTP_URL", hide_env_values = true)]
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "SIGNALBOX_SMTP_URL",
+        hide_env_values = true
+    )]
     smtp: Option<String>,
     /// Deliver into this Maildir (created when missing)
     #[arg(long, value_name = "DIR")]
@@ -130,7 +135,11 @@ impl Maildir {
         }
         // A colon or slash would break the name's structure.
         let host = signalbox_common::mqtt::hostname().replace(['/', ':'], "_");
-        let maildir = Maildir { dir: dir.to_path_buf(), counter: AtomicU64::new(0), host };
+        let maildir = Maildir {
+            dir: dir.to_path_buf(),
+            counter: AtomicU64::new(0),
+            host,
+        };
         let probe = maildir.dir.join("tmp").join(maildir.unique_name());
         std::fs::write(&probe, b"")?;
         std::fs::remove_file(&probe)?;
@@ -140,9 +149,18 @@ impl Maildir {
     /// A name unique on this host: `SECS.M<micros>P<pid>Q<n>.HOST`
     /// (the modern form from the Maildir specification).
     fn unique_name(&self) -> String {
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}.M{}P{}Q{}.{}", now.as_secs(), now.subsec_micros(), std::process::id(), n, self.host)
+        format!(
+            "{}.M{}P{}Q{}.{}",
+            now.as_secs(),
+            now.subsec_micros(),
+            std::process::id(),
+            n,
+            self.host
+        )
     }
 
     /// Writes a mail to tmp/, fsyncs it, moves it to new/; returns its path.
@@ -152,7 +170,10 @@ impl Maildir {
         let tmp = self.dir.join("tmp").join(&name);
         let new = self.dir.join("new").join(&name);
         let result = (|| {
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
             file.write_all(mail)?;
             file.sync_all()?;
             std::fs::rename(&tmp, &new)?;
@@ -199,7 +220,9 @@ impl Pending {
                         Ok(item) => items.push(item),
                         // A line cut by a crash mid-append was not acknowledged:
                         // the broker delivers that message again.
-                        Err(e) => tracing::warn!("{}: skipping a damaged line: {e}", file.display()),
+                        Err(e) => {
+                            tracing::warn!("{}: skipping a damaged line: {e}", file.display())
+                        }
                     }
                 }
             }
@@ -217,7 +240,10 @@ impl Pending {
         use std::io::Write;
         let mut line = serde_json::to_string(&item).map_err(std::io::Error::other)?;
         line.push('\n');
-        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&self.file)?;
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.file)?;
         file.write_all(line.as_bytes())?;
         file.sync_data()?;
         self.items.push(item);
@@ -282,8 +308,14 @@ pub fn run(global: &GlobalArgs, args: EmailArgs) -> BridgeResult {
         if let Some(flusher) = flusher {
             flusher.abort();
             let _ = flusher.await;
-            if tokio::time::timeout(FINAL_DIGEST_TIMEOUT, mailer.flush_digest()).await.is_err() {
-                tracing::error!("{}: the last digest did not go out in time; it stays pending", mailer.name);
+            if tokio::time::timeout(FINAL_DIGEST_TIMEOUT, mailer.flush_digest())
+                .await
+                .is_err()
+            {
+                tracing::error!(
+                    "{}: the last digest did not go out in time; it stays pending",
+                    mailer.name
+                );
             }
         }
         result.map(|_| 0)
@@ -299,7 +331,9 @@ fn mailbox(text: &str, flag: &str) -> anyhow::Result<Mailbox> {
 
 /// Makes text safe for one header line.
 fn header_text(text: &str) -> String {
-    text.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 impl Mailer {
@@ -313,13 +347,17 @@ impl Mailer {
             Output::Smtp(transport)
         } else if let Some(path) = &args.sendmail {
             use std::os::unix::fs::PermissionsExt;
-            let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("--sendmail {}: {e}", path.display()))?;
+            let meta = std::fs::metadata(path)
+                .map_err(|e| anyhow::anyhow!("--sendmail {}: {e}", path.display()))?;
             if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
                 anyhow::bail!("--sendmail {}: not an executable file", path.display());
             }
-            Output::Sendmail(AsyncSendmailTransport::<Tokio1Executor>::new_with_command(path))
+            Output::Sendmail(AsyncSendmailTransport::<Tokio1Executor>::new_with_command(
+                path,
+            ))
         } else if let Some(dir) = &args.maildir {
-            let maildir = Maildir::open(dir).map_err(|e| anyhow::anyhow!("--maildir {}: {e}", dir.display()))?;
+            let maildir = Maildir::open(dir)
+                .map_err(|e| anyhow::anyhow!("--maildir {}: {e}", dir.display()))?;
             Output::Maildir(maildir)
         } else {
             anyhow::bail!("one of --smtp, --sendmail or --maildir is needed");
@@ -331,18 +369,27 @@ impl Mailer {
                 .or_else(|_| "signalbox@localhost".parse())
                 .map_err(|e| anyhow::anyhow!("no default sender: {e}; use --from"))?,
         };
-        let to = args.to.iter().map(|t| mailbox(t, "--to")).collect::<anyhow::Result<Vec<_>>>()?;
+        let to = args
+            .to
+            .iter()
+            .map(|t| mailbox(t, "--to"))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         for pointer in &args.to_field {
             if !pointer.starts_with('/') {
-                anyhow::bail!("--to-field {pointer:?}: use a JSON pointer such as /body/owner_email");
+                anyhow::bail!(
+                    "--to-field {pointer:?}: use a JSON pointer such as /body/owner_email"
+                );
             }
         }
         let pending = match args.digest {
             Some(period) if period.is_zero() => anyhow::bail!("--digest must be longer than 0"),
             Some(_) => {
-                let dir = state_dir.ok_or_else(|| anyhow::anyhow!("--digest needs a state directory"))?;
+                let dir =
+                    state_dir.ok_or_else(|| anyhow::anyhow!("--digest needs a state directory"))?;
                 let file = dir.join("digest.jsonl");
-                let pending = Pending::load(file.clone()).map_err(|e| anyhow::anyhow!("cannot open the pending digest {}: {e}", file.display()))?;
+                let pending = Pending::load(file.clone()).map_err(|e| {
+                    anyhow::anyhow!("cannot open the pending digest {}: {e}", file.display())
+                })?;
                 Some(Arc::new(Mutex::new(pending)))
             }
             None => None,
@@ -366,14 +413,21 @@ impl Mailer {
                 let found = value.as_ref().and_then(|v| v.pointer(pointer));
                 let texts: Vec<&str> = match found {
                     Some(serde_json::Value::String(s)) => s.split(',').collect(),
-                    Some(serde_json::Value::Array(list)) => list.iter().filter_map(|v| v.as_str()).collect(),
+                    Some(serde_json::Value::Array(list)) => {
+                        list.iter().filter_map(|v| v.as_str()).collect()
+                    }
                     _ => Vec::new(),
                 };
-                for text in texts.into_iter().filter(|t| !t.trim().is_empty()).take(MAX_FIELD_RECIPIENTS) {
-                    let mb = text
-                        .trim()
-                        .parse::<Mailbox>()
-                        .map_err(|e| HandlerError::permanent(format!("{pointer}: {text:?} is not a mail address: {e}")))?;
+                for text in texts
+                    .into_iter()
+                    .filter(|t| !t.trim().is_empty())
+                    .take(MAX_FIELD_RECIPIENTS)
+                {
+                    let mb = text.trim().parse::<Mailbox>().map_err(|e| {
+                        HandlerError::permanent(format!(
+                            "{pointer}: {text:?} is not a mail address: {e}"
+                        ))
+                    })?;
                     if !all.contains(&mb) {
                         all.push(mb);
                     }
@@ -403,10 +457,12 @@ impl Mailer {
                     to: to.iter().map(ToString::to_string).collect(),
                 };
                 let pending = pending.clone();
-                tokio::task::spawn_blocking(move || pending.lock().unwrap_or_else(|p| p.into_inner()).push(item))
-                    .await
-                    .map_err(|e| format!("adding to the digest: {e}"))?
-                    .map_err(|e| format!("cannot write the pending digest: {e}"))?;
+                tokio::task::spawn_blocking(move || {
+                    pending.lock().unwrap_or_else(|p| p.into_inner()).push(item)
+                })
+                .await
+                .map_err(|e| format!("adding to the digest: {e}"))?
+                .map_err(|e| format!("cannot write the pending digest: {e}"))?;
                 Ok(None)
             }
             None => {
@@ -414,8 +470,14 @@ impl Mailer {
                     .from(self.from.clone())
                     .subject(header_text(&rendered.summary))
                     .message_id(Some(format!("<{}@signalbox>", d.id)))
-                    .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Signalbox-Topic"), header_text(&d.topic)))
-                    .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Signalbox-Id"), header_text(&d.id)))
+                    .raw_header(HeaderValue::new(
+                        HeaderName::new_from_ascii_str("X-Signalbox-Topic"),
+                        header_text(&d.topic),
+                    ))
+                    .raw_header(HeaderValue::new(
+                        HeaderName::new_from_ascii_str("X-Signalbox-Id"),
+                        header_text(&d.id),
+                    ))
                     .header(ContentType::TEXT_PLAIN);
                 if let Some(e) = d.envelope() {
                     builder = builder.date(SystemTime::from(e.time));
@@ -424,7 +486,9 @@ impl Mailer {
                     builder = builder.to(mb);
                 }
                 let body = format!("{}\n-- \nsignalbox listener {}\n", rendered.text, self.name);
-                let message = builder.body(body).map_err(|e| HandlerError::permanent(format!("cannot build the mail: {e}")))?;
+                let message = builder
+                    .body(body)
+                    .map_err(|e| HandlerError::permanent(format!("cannot build the mail: {e}")))?;
                 self.send(message).await.map(|_| None)
             }
         }
@@ -459,7 +523,11 @@ impl Mailer {
     /// what was sent. Failures are logged and retried next period.
     async fn flush_digest(&self) {
         let Some(pending) = &self.pending else { return };
-        let items = pending.lock().unwrap_or_else(|p| p.into_inner()).items.clone();
+        let items = pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .items
+            .clone();
         if items.is_empty() {
             return;
         }
@@ -477,7 +545,11 @@ impl Mailer {
                             tracing::error!("{}: digest of {} messages to {} not sent (kept for the next period): {e}", self.name, chunk.len(), to.join(", "));
                         }
                     },
-                    Err(e) => tracing::error!("{}: cannot build a digest to {}: {e}", self.name, to.join(", ")),
+                    Err(e) => tracing::error!(
+                        "{}: cannot build a digest to {}: {e}",
+                        self.name,
+                        to.join(", ")
+                    ),
                 }
             }
         }
@@ -485,7 +557,13 @@ impl Mailer {
             return;
         }
         let pending = pending.clone();
-        let result = tokio::task::spawn_blocking(move || pending.lock().unwrap_or_else(|p| p.into_inner()).remove(&sent)).await;
+        let result = tokio::task::spawn_blocking(move || {
+            pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&sent)
+        })
+        .await;
         if let Ok(Err(e)) | Err(e) = result.map_err(std::io::Error::other) {
             // Sent but still in the file: the next start would send them again.
             tracing::error!("{}: cannot update the pending digest: {e}", self.name);
@@ -510,15 +588,27 @@ impl Mailer {
             body.push_str(&format!("{}. {}  ({})\n", n + 1, item.summary, item.topic));
         }
         for item in items {
-            body.push_str("\n========================================================================\n");
+            body.push_str(
+                "\n========================================================================\n",
+            );
             body.push_str(&item.text);
         }
-        body.push_str(&format!("\n-- \nsignalbox listener {} (digest)\n", self.name));
+        body.push_str(&format!(
+            "\n-- \nsignalbox listener {} (digest)\n",
+            self.name
+        ));
         let mut builder = Message::builder()
             .from(self.from.clone())
             .subject(header_text(&subject))
-            .message_id(Some(format!("<digest.{}.{}@signalbox>", first.id, items.len())))
-            .raw_header(HeaderValue::new(HeaderName::new_from_ascii_str("X-Signalbox-Digest"), items.len().to_string()))
+            .message_id(Some(format!(
+                "<digest.{}.{}@signalbox>",
+                first.id,
+                items.len()
+            )))
+            .raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Signalbox-Digest"),
+                items.len().to_string(),
+            ))
             .header(ContentType::TEXT_PLAIN);
         for t in to {
             builder = builder.to(mailbox(t, "digest recipient")?);
@@ -539,7 +629,12 @@ mod tests {
         let b = md.deliver(b"Subject: b\r\n\r\nB\r\n").expect("deliver");
         assert_ne!(a, b);
         assert!(a.starts_with(dir.path().join("Maildir/new")));
-        assert_eq!(std::fs::read_dir(dir.path().join("Maildir/tmp")).expect("tmp").count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("Maildir/tmp"))
+                .expect("tmp")
+                .count(),
+            0
+        );
         assert_eq!(std::fs::read(&b).expect("read"), b"Subject: b\r\n\r\nB\r\n");
     }
 
@@ -568,7 +663,12 @@ mod tests {
         let mut again = Pending::load(file.clone()).expect("reload");
         assert_eq!(again.items.len(), 3);
         again.remove(&["id0".into(), "id2".into()]).expect("remove");
-        let ids: Vec<String> = Pending::load(file).expect("reload").items.into_iter().map(|i| i.id).collect();
+        let ids: Vec<String> = Pending::load(file)
+            .expect("reload")
+            .items
+            .into_iter()
+            .map(|i| i.id)
+            .collect();
         assert_eq!(ids, ["id1"]);
     }
 

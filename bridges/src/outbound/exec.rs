@@ -78,7 +78,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         Some(i) => t.split_at(i),
         None => (t, "s"),
     };
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration like 500ms, 5s, 2m"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 5s, 2m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" | "" => value,
@@ -96,9 +98,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub fn run(global: &GlobalArgs, args: ExecArgs) -> BridgeResult {
     let mut overrides = global.overrides();
     overrides.health_interval = args.health_interval;
-    let config = signalbox_common::config::Config::resolve(&overrides).map_err(BridgeError::usage)?;
+    let config =
+        signalbox_common::config::Config::resolve(&overrides).map_err(BridgeError::usage)?;
     if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        return Err(BridgeError::usage(anyhow::anyhow!("--timeout must be a positive number of seconds")));
+        return Err(BridgeError::usage(anyhow::anyhow!(
+            "--timeout must be a positive number of seconds"
+        )));
     }
     let mut options = ListenerOptions::new(&args.name, args.filters.clone(), &config);
     options.retries = args.retries.max(1);
@@ -144,7 +149,11 @@ fn resolve_program(program: &str) -> Option<PathBuf> {
         return Path::new(program).is_file().then(|| PathBuf::from(program));
     }
     std::env::var_os("PATH")
-        .map(|paths| std::env::split_paths(&paths).map(|p| p.join(program)).find(|p| p.is_file()))
+        .map(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(program))
+                .find(|p| p.is_file())
+        })
         .unwrap_or(None)
 }
 
@@ -225,7 +234,10 @@ impl Runner {
             Err(_) => {
                 if let Some(pid) = pgid {
                     // The whole process group: a shell's children too.
-                    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
                 }
                 let _ = child.kill().await;
                 return Err(format!("timed out after {:.1} s", self.timeout.as_secs_f64()).into());
@@ -237,14 +249,22 @@ impl Runner {
         if status.success() {
             return Ok(self.reply.then(|| Bytes::from(stdout)));
         }
-        let how = match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        let how = match (
+            status.code(),
+            std::os::unix::process::ExitStatusExt::signal(&status),
+        ) {
             (Some(code), _) => format!("exit status {code}"),
             (None, Some(sig)) => format!("killed by signal {sig}"),
             _ => "failed".to_string(),
         };
         let tail = String::from_utf8_lossy(&stderr);
         let tail = tail.trim();
-        Err(if tail.is_empty() { how } else { format!("{how}: {tail}") }.into())
+        Err(if tail.is_empty() {
+            how
+        } else {
+            format!("{how}: {tail}")
+        }
+        .into())
     }
 }
 

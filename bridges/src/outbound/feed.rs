@@ -130,7 +130,10 @@ impl Feed {
     }
 
     fn updated(&self) -> DateTime<Utc> {
-        self.entries.first().map(|e| e.time).unwrap_or_else(Utc::now)
+        self.entries
+            .first()
+            .map(|e| e.time)
+            .unwrap_or_else(Utc::now)
     }
 
     fn to_rss(&self) -> String {
@@ -138,8 +141,14 @@ impl Feed {
         x.push_str("<rss version=\"2.0\">\n<channel>\n");
         x.push_str(&format!("  <title>{}</title>\n", escape(&self.title)));
         x.push_str(&format!("  <link>{}</link>\n", escape(&self.link)));
-        x.push_str(&format!("  <description>{}</description>\n", escape(&self.title)));
-        x.push_str(&format!("  <lastBuildDate>{}</lastBuildDate>\n", self.updated().to_rfc2822()));
+        x.push_str(&format!(
+            "  <description>{}</description>\n",
+            escape(&self.title)
+        ));
+        x.push_str(&format!(
+            "  <lastBuildDate>{}</lastBuildDate>\n",
+            self.updated().to_rfc2822()
+        ));
         x.push_str("  <generator>signalbox</generator>\n");
         for e in &self.entries {
             x.push_str("  <item>\n");
@@ -147,12 +156,18 @@ impl Feed {
             if let Some(link) = &e.link {
                 x.push_str(&format!("    <link>{}</link>\n", escape(link)));
             }
-            x.push_str(&format!("    <guid isPermaLink=\"false\">{}</guid>\n", escape(&e.id)));
+            x.push_str(&format!(
+                "    <guid isPermaLink=\"false\">{}</guid>\n",
+                escape(&e.id)
+            ));
             x.push_str(&format!("    <pubDate>{}</pubDate>\n", e.time.to_rfc2822()));
             if let Some(topic) = &e.topic {
                 x.push_str(&format!("    <category>{}</category>\n", escape(topic)));
             }
-            x.push_str(&format!("    <description>{}</description>\n", escape(&e.text)));
+            x.push_str(&format!(
+                "    <description>{}</description>\n",
+                escape(&e.text)
+            ));
             x.push_str("  </item>\n");
         }
         x.push_str("</channel>\n</rss>\n");
@@ -181,7 +196,10 @@ impl Feed {
             if let Some(topic) = &e.topic {
                 x.push_str(&format!("    <category term=\"{}\"/>\n", escape(topic)));
             }
-            x.push_str(&format!("    <content type=\"text\">{}</content>\n", escape(&e.text)));
+            x.push_str(&format!(
+                "    <content type=\"text\">{}</content>\n",
+                escape(&e.text)
+            ));
             x.push_str("  </entry>\n");
         }
         x.push_str("</feed>\n");
@@ -193,8 +211,14 @@ impl Feed {
         let parsed = feed_rs::parser::parse(xml).map_err(|e| e.to_string())?;
         let mut entries = Vec::new();
         for item in parsed.entries {
-            let id = item.id.strip_prefix("urn:uuid:").unwrap_or(&item.id).to_string();
-            let Some(time) = item.published.or(item.updated) else { continue };
+            let id = item
+                .id
+                .strip_prefix("urn:uuid:")
+                .unwrap_or(&item.id)
+                .to_string();
+            let Some(time) = item.published.or(item.updated) else {
+                continue;
+            };
             let text = item
                 .content
                 .and_then(|c| c.body)
@@ -250,11 +274,14 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    let mut tmp = tempfile::Builder::new().prefix(".signalbox-feed-").tempfile_in(dir)?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".signalbox-feed-")
+        .tempfile_in(dir)?;
     tmp.write_all(bytes)?;
     tmp.as_file().sync_all()?;
     // Web servers and feed readers run as other users.
-    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
 }
@@ -263,11 +290,15 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 pub fn run(global: &GlobalArgs, args: FeedArgs) -> BridgeResult {
     let (config, options) = args.listener.resolve(global)?;
     if args.keep == 0 || args.keep > MAX_KEEP {
-        return Err(BridgeError::usage(anyhow::anyhow!("--keep must be between 1 and {MAX_KEEP}")));
+        return Err(BridgeError::usage(anyhow::anyhow!(
+            "--keep must be between 1 and {MAX_KEEP}"
+        )));
     }
     let serve_addr: Option<std::net::SocketAddr> = match &args.serve {
         Some(a) => Some(a.parse().map_err(|_| {
-            BridgeError::usage(anyhow::anyhow!("--serve {a:?}: use an address like 127.0.0.1:8081"))
+            BridgeError::usage(anyhow::anyhow!(
+                "--serve {a:?}: use an address like 127.0.0.1:8081"
+            ))
         })?),
         None => None,
     };
@@ -280,7 +311,12 @@ pub fn run(global: &GlobalArgs, args: FeedArgs) -> BridgeResult {
             ))
         })?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-        Err(e) => return Err(BridgeError::usage(anyhow::anyhow!("cannot read {}: {e}", output.display()))),
+        Err(e) => {
+            return Err(BridgeError::usage(anyhow::anyhow!(
+                "cannot read {}: {e}",
+                output.display()
+            )))
+        }
     };
     let link = args.link.clone().unwrap_or_else(|| match serve_addr {
         Some(addr) => format!("http://{addr}/"),
@@ -291,7 +327,10 @@ pub fn run(global: &GlobalArgs, args: FeedArgs) -> BridgeResult {
     });
     let mut feed = Feed {
         format: args.format,
-        title: args.title.clone().unwrap_or_else(|| format!("signalbox: {}", args.listener.name)),
+        title: args
+            .title
+            .clone()
+            .unwrap_or_else(|| format!("signalbox: {}", args.listener.name)),
         link,
         feed_id: format!("urn:signalbox:feed:{}", args.listener.name),
         keep: args.keep,
@@ -302,9 +341,17 @@ pub fn run(global: &GlobalArgs, args: FeedArgs) -> BridgeResult {
     }
     // Writing it now proves the place is writable (exit 2 at start rather
     // than a failure record per message) and converts a changed --format.
-    write_atomically(output, feed.to_xml().as_bytes())
-        .map_err(|e| BridgeError::usage(anyhow::anyhow!("cannot write the feed {}: {e}", output.display())))?;
-    tracing::info!("feed {} holds {} entries", output.display(), feed.entries.len());
+    write_atomically(output, feed.to_xml().as_bytes()).map_err(|e| {
+        BridgeError::usage(anyhow::anyhow!(
+            "cannot write the feed {}: {e}",
+            output.display()
+        ))
+    })?;
+    tracing::info!(
+        "feed {} holds {} entries",
+        output.display(),
+        feed.entries.len()
+    );
 
     let runtime = flags::tokio_runtime()?;
     runtime.block_on(async move {
@@ -314,7 +361,10 @@ pub fn run(global: &GlobalArgs, args: FeedArgs) -> BridgeResult {
                 .map_err(|e| BridgeError::usage(anyhow::anyhow!("--serve {addr}: {e}")))?;
             tokio::spawn(serve(server, args.output.clone(), args.format));
         }
-        let writer = Arc::new(FeedWriter { feed: Mutex::new(feed), output: args.output.clone() });
+        let writer = Arc::new(FeedWriter {
+            feed: Mutex::new(feed),
+            output: args.output.clone(),
+        });
         let handler = move |d: Delivery| {
             let writer = writer.clone();
             async move { writer.add(d).await }
@@ -360,7 +410,9 @@ impl FeedWriter {
 async fn serve(server: tokio::net::TcpListener, path: PathBuf, format: Format) {
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else { return };
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let (stream, _) = match server.accept().await {
             Ok(s) => s,
             Err(e) => {
@@ -378,7 +430,11 @@ async fn serve(server: tokio::net::TcpListener, path: PathBuf, format: Format) {
 }
 
 /// Answers one HTTP/1.x request and closes the connection.
-async fn answer(mut stream: tokio::net::TcpStream, path: &Path, format: Format) -> std::io::Result<()> {
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    path: &Path,
+    format: Format,
+) -> std::io::Result<()> {
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") && !head.windows(2).any(|w| w == b"\n\n") {
@@ -388,15 +444,35 @@ async fn answer(mut stream: tokio::net::TcpStream, path: &Path, format: Format) 
         }
         head.extend_from_slice(&buf[..n]);
         if head.len() > MAX_REQUEST_HEAD {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "text/plain", b"too large\n", true).await;
+            return respond(
+                &mut stream,
+                "431 Request Header Fields Too Large",
+                "text/plain",
+                b"too large\n",
+                true,
+            )
+            .await;
         }
     }
     let line = String::from_utf8_lossy(&head);
-    let method = line.split_whitespace().next().unwrap_or_default().to_string();
+    let method = line
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let with_body = match method.as_str() {
         "GET" => true,
         "HEAD" => false,
-        _ => return respond(&mut stream, "405 Method Not Allowed", "text/plain", b"GET or HEAD only\n", true).await,
+        _ => {
+            return respond(
+                &mut stream,
+                "405 Method Not Allowed",
+                "text/plain",
+                b"GET or HEAD only\n",
+                true,
+            )
+            .await
+        }
     };
     let content_type = match format {
         Format::Rss => "application/rss+xml; charset=utf-8",
@@ -406,7 +482,14 @@ async fn answer(mut stream: tokio::net::TcpStream, path: &Path, format: Format) 
         Ok(bytes) => respond(&mut stream, "200 OK", content_type, &bytes, with_body).await,
         Err(e) => {
             let text = format!("feed not readable: {e}\n");
-            respond(&mut stream, "503 Service Unavailable", "text/plain", text.as_bytes(), with_body).await
+            respond(
+                &mut stream,
+                "503 Service Unavailable",
+                "text/plain",
+                text.as_bytes(),
+                with_body,
+            )
+            .await
         }
     }
 }
@@ -474,7 +557,10 @@ mod tests {
     fn both_formats_parse_back_to_the_same_entries() {
         for format in [Format::Rss, Format::Atom] {
             let mut f = feed(format);
-            f.add(entry(1, "jkeating pushed to kernel: \"fix <oops> & ümlaut ✓\""));
+            f.add(entry(
+                1,
+                "jkeating pushed to kernel: \"fix <oops> & ümlaut ✓\"",
+            ));
             f.add(entry(2, "second"));
             let back = Feed::parse_entries(f.to_xml().as_bytes()).expect("parses");
             assert_eq!(back.len(), 2, "{format:?}");
@@ -484,13 +570,20 @@ mod tests {
                 assert_eq!(a.link, b.link, "{format:?}");
                 assert_eq!(a.time, b.time, "{format:?}");
                 assert_eq!(a.topic, b.topic, "{format:?}");
-                assert_eq!(b.text, a.text.replace('\u{1}', ""), "{format:?}: control characters dropped");
+                assert_eq!(
+                    b.text,
+                    a.text.replace('\u{1}', ""),
+                    "{format:?}: control characters dropped"
+                );
             }
         }
     }
 
     #[test]
     fn escaping_covers_markup_and_invalid_characters() {
-        assert_eq!(escape("a<b>&\"'\u{0}\u{1b}\tz"), "a&lt;b&gt;&amp;&quot;&apos;\tz");
+        assert_eq!(
+            escape("a<b>&\"'\u{0}\u{1b}\tz"),
+            "a&lt;b&gt;&amp;&quot;&apos;\tz"
+        );
     }
 }

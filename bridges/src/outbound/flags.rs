@@ -63,7 +63,11 @@ pub fn tokio_runtime() -> Result<tokio::runtime::Runtime, BridgeError> {
 
 /// Runs the listener until SIGTERM/SIGINT; a bad name or filter is a usage
 /// error (exit 2), a connection that cannot be set up a failure (exit 1).
-pub async fn listen<H, Fut>(config: &Config, options: ListenerOptions, handler: H) -> Result<(), BridgeError>
+pub async fn listen<H, Fut>(
+    config: &Config,
+    options: ListenerOptions,
+    handler: H,
+) -> Result<(), BridgeError>
 where
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
@@ -117,7 +121,11 @@ pub fn render(d: &Delivery) -> Rendered {
                 for (name, target) in &e.links {
                     text.push_str(&format!("  {name}: {target}\n"));
                 }
-                link = e.links.get("url").or_else(|| e.links.values().next()).cloned();
+                link = e
+                    .links
+                    .get("url")
+                    .or_else(|| e.links.values().next())
+                    .cloned();
             }
             if !e.body.is_null() && e.body != serde_json::json!({}) {
                 text.push_str("\nDetails:\n");
@@ -143,7 +151,10 @@ pub fn render(d: &Delivery) -> Rendered {
                 }
             }
             if d.payload.len() > RAW_EXCERPT {
-                text.push_str(&format!("\n[… {} more bytes]\n", d.payload.len() - RAW_EXCERPT));
+                text.push_str(&format!(
+                    "\n[… {} more bytes]\n",
+                    d.payload.len() - RAW_EXCERPT
+                ));
             }
         }
     }
@@ -151,5 +162,9 @@ pub fn render(d: &Delivery) -> Rendered {
         text.push('\n');
     }
     text.push_str(&format!("\nMessage id: {}\n", d.id));
-    Rendered { summary, link, text }
+    Rendered {
+        summary,
+        link,
+        text,
+    }
 }

@@ -55,7 +55,13 @@ pub struct WebhookArgs {
     #[arg(long = "header", value_name = "K:V")]
     headers: Vec<String>,
     /// Sign each body with HMAC-SHA256 and this secret (visible in `ps`: prefer --secret-file or the environment)
-    #[arg(long, value_name = "SECRET", env = "SIGNALBOX_WEBHOOK_SECRET", hide_env_values = true, conflicts_with = "secret_file")]
+    #[arg(
+        long,
+        value_name = "SECRET",
+        env = "SIGNALBOX_WEBHOOK_SECRET",
+        hide_env_values = true,
+        conflicts_with = "secret_file"
+    )]
     secret: Option<String>,
     /// Read the signing secret from this file (surrounding whitespace ignored)
     #[arg(long, value_name = "FILE")]
@@ -87,17 +93,20 @@ fn parse_header(text: &str) -> anyhow::Result<(HeaderName, HeaderValue)> {
         .split_once(':')
         .or_else(|| text.split_once('='))
         .ok_or_else(|| anyhow::anyhow!("--header {text:?}: use 'Name: value'"))?;
-    let name = HeaderName::from_bytes(name.trim().as_bytes())
-        .map_err(|_| anyhow::anyhow!("--header {text:?}: {:?} is not a header name", name.trim()))?;
-    let value = HeaderValue::from_str(value.trim())
-        .map_err(|_| anyhow::anyhow!("--header {text:?}: the value has characters a header cannot carry"))?;
+    let name = HeaderName::from_bytes(name.trim().as_bytes()).map_err(|_| {
+        anyhow::anyhow!("--header {text:?}: {:?} is not a header name", name.trim())
+    })?;
+    let value = HeaderValue::from_str(value.trim()).map_err(|_| {
+        anyhow::anyhow!("--header {text:?}: the value has characters a header cannot carry")
+    })?;
     Ok((name, value))
 }
 
 /// The HMAC-SHA256 of `body` with `secret`, as `sha256=<hex>`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
     // HMAC takes keys of any length: this cannot fail.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret).unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
     mac.update(body);
     let digest = mac.finalize().into_bytes();
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
@@ -113,9 +122,13 @@ struct Webhook {
 
 impl Webhook {
     fn from_args(args: &WebhookArgs) -> anyhow::Result<Webhook> {
-        let url = reqwest::Url::parse(&args.url).map_err(|e| anyhow::anyhow!("--url {:?}: {e}", args.url))?;
+        let url = reqwest::Url::parse(&args.url)
+            .map_err(|e| anyhow::anyhow!("--url {:?}: {e}", args.url))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-            anyhow::bail!("--url {:?}: use an http:// or https:// URL with a host", args.url);
+            anyhow::bail!(
+                "--url {:?}: use an http:// or https:// URL with a host",
+                args.url
+            );
         }
         if !args.timeout.is_finite() || args.timeout <= 0.0 {
             anyhow::bail!("--timeout must be a positive number of seconds");
@@ -128,8 +141,9 @@ impl Webhook {
         let secret = match (&args.secret, &args.secret_file) {
             (Some(s), _) => Some(s.as_bytes().to_vec()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read --secret-file {}: {e}", path.display()))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!("cannot read --secret-file {}: {e}", path.display())
+                })?;
                 Some(text.trim().as_bytes().to_vec())
             }
             (None, None) => None,
@@ -147,7 +161,11 @@ impl Webhook {
             .user_agent(concat!("signalbox-webhook/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
-        Ok(Webhook { url, client, secret })
+        Ok(Webhook {
+            url,
+            client,
+            secret,
+        })
     }
 
     async fn post(&self, d: Delivery) -> HandlerResult {
@@ -171,7 +189,11 @@ impl Webhook {
             request = request.header("X-Signalbox-Signature", signature(secret, &d.payload));
         }
         let response = request.body(d.payload.clone()).send().await.map_err(|e| {
-            let what = if e.is_timeout() { "timed out".to_string() } else { error_chain(&e) };
+            let what = if e.is_timeout() {
+                "timed out".to_string()
+            } else {
+                error_chain(&e)
+            };
             HandlerError::transient(format!("POST {}: {what}", self.url))
         })?;
         let status = response.status();
@@ -188,7 +210,11 @@ impl Webhook {
             message.push_str(&excerpt);
         }
         let retry = status.is_server_error() || status.as_u16() == 408 || status.as_u16() == 429;
-        Err(if retry { HandlerError::transient(message) } else { HandlerError::permanent(message) })
+        Err(if retry {
+            HandlerError::transient(message)
+        } else {
+            HandlerError::permanent(message)
+        })
     }
 }
 

@@ -27,38 +27,70 @@ const LIMIT: Duration = Duration::from_secs(300);
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let args: Vec<usize> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .filter_map(|a| a.parse().ok())
+        .collect();
     let n = args.first().copied().unwrap_or(100_000);
     let exec_n = args.get(1).copied().unwrap_or(2_000);
     println!("bench-listener: {n} envelopes queued at QoS 1, then drained (exec: {exec_n})");
-    println!("machine: {} cores", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    println!(
+        "machine: {} cores",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    );
     println!();
-    println!("{:<12} {:<40} {:>10} {:>12}", "broker", "consumer", "messages", "msg/s");
+    println!(
+        "{:<12} {:<40} {:>10} {:>12}",
+        "broker", "consumer", "messages", "msg/s"
+    );
 
     if let Some(m) = mosquitto("bench-listener") {
         let url = m.url();
         let rate = runtime_drain(&url, n).await;
-        println!("{:<12} {:<40} {:>10} {:>12.0}", "mosquitto", "signalbox runtime, no-op handler", n, rate);
+        println!(
+            "{:<12} {:<40} {:>10} {:>12.0}",
+            "mosquitto", "signalbox runtime, no-op handler", n, rate
+        );
         let rate = mosquitto_sub_drain(&url, m.port, n).await;
-        println!("{:<12} {:<40} {:>10} {:>12.0}", "mosquitto", "mosquitto_sub -c -q 1 (auto acks)", n, rate);
+        println!(
+            "{:<12} {:<40} {:>10} {:>12.0}",
+            "mosquitto", "mosquitto_sub -c -q 1 (auto acks)", n, rate
+        );
         let rate = exec_drain(&url, exec_n).await;
-        println!("{:<12} {:<40} {:>10} {:>12.0}", "mosquitto", "signalbox-bridge exec -- true", exec_n, rate);
+        println!(
+            "{:<12} {:<40} {:>10} {:>12.0}",
+            "mosquitto", "signalbox-bridge exec -- true", exec_n, rate
+        );
     }
     let broker = embedded_broker();
     let rate = runtime_drain(&broker.url(), n).await;
-    println!("{:<12} {:<40} {:>10} {:>12.0}", "embedded", "signalbox runtime, no-op handler", n, rate);
+    println!(
+        "{:<12} {:<40} {:>10} {:>12.0}",
+        "embedded", "signalbox runtime, no-op handler", n, rate
+    );
 }
 
 /// Queues `n` envelopes for an offline persistent session subscribed to
 /// `filter` (created by `subscribe_offline` beforehand).
 async fn queue(url: &str, topic: &str, n: usize) {
-    let conn = Connection::connect(ConnectOptions::for_url(url, &format!("bench-pub-{}", free_port())).expect("url"))
-        .await
-        .expect("publisher connects");
+    let conn = Connection::connect(
+        ConnectOptions::for_url(url, &format!("bench-pub-{}", free_port())).expect("url"),
+    )
+    .await
+    .expect("publisher connects");
     let mut pending = Vec::with_capacity(n);
     for i in 0..n {
-        let e = Envelope::builder(topic, format!("bench message {i}")).bridge("bench").build().expect("envelope");
-        pending.push(conn.publish(Publish::new(topic, e.to_vec(), Qos::AtLeastOnce, false)).await.expect("queued"));
+        let e = Envelope::builder(topic, format!("bench message {i}"))
+            .bridge("bench")
+            .build()
+            .expect("envelope");
+        pending.push(
+            conn.publish(Publish::new(topic, e.to_vec(), Qos::AtLeastOnce, false))
+                .await
+                .expect("queued"),
+        );
     }
     for c in pending {
         c.wait(LIMIT).await.expect("confirmed");
@@ -101,11 +133,16 @@ async fn runtime_drain(url: &str, n: usize) -> f64 {
     };
     // First run creates the persistent session and its subscription: wait
     // until it reports up.
-    let mut watcher = Connection::connect(ConnectOptions::for_url(url, &format!("bench-w-{}", free_port())).expect("url"))
-        .await
-        .expect("watcher");
+    let mut watcher = Connection::connect(
+        ConnectOptions::for_url(url, &format!("bench-w-{}", free_port())).expect("url"),
+    )
+    .await
+    .expect("watcher");
     watcher
-        .subscribe(&[(format!("signalbox/_health/{name}"), Qos::AtMostOnce)], LIMIT)
+        .subscribe(
+            &[(format!("signalbox/_health/{name}"), Qos::AtMostOnce)],
+            LIMIT,
+        )
         .await
         .expect("sub");
     let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -124,7 +161,10 @@ async fn runtime_drain(url: &str, n: usize) -> f64 {
     let (stop, stopped) = tokio::sync::oneshot::channel();
     let started = Instant::now();
     let second = run(stopped);
-    let finished = tokio::time::timeout(LIMIT, finished_rx).await.expect("drained in time").expect("finished");
+    let finished = tokio::time::timeout(LIMIT, finished_rx)
+        .await
+        .expect("drained in time")
+        .expect("finished");
     let _ = stop.send(());
     let _ = second.await;
     n as f64 / finished.duration_since(started).as_secs_f64()
@@ -135,7 +175,19 @@ async fn mosquitto_sub_drain(url: &str, port: u16, n: usize) -> f64 {
     let topic = format!("bench/{id}/x");
     let sub = |count: usize| {
         Command::new("mosquitto_sub")
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-c", "-i", &id, "-q", "1", "-t", &topic])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &port.to_string(),
+                "-c",
+                "-i",
+                &id,
+                "-q",
+                "1",
+                "-t",
+                &topic,
+            ])
             .args(["-C", &count.to_string(), "-W", "300"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -150,7 +202,10 @@ async fn mosquitto_sub_drain(url: &str, port: u16, n: usize) -> f64 {
     queue(url, &topic, n).await;
     let started = Instant::now();
     let mut second = sub(n);
-    let status = tokio::task::spawn_blocking(move || second.wait()).await.expect("join").expect("wait");
+    let status = tokio::task::spawn_blocking(move || second.wait())
+        .await
+        .expect("join")
+        .expect("wait");
     assert!(status.success(), "mosquitto_sub did not receive all {n}");
     n as f64 / started.elapsed().as_secs_f64()
 }
@@ -163,18 +218,31 @@ async fn exec_drain(url: &str, n: usize) -> f64 {
         isolate(&mut cmd);
         cmd.env("SIGNALBOX_BROKER", url)
             .env("SIGNALBOX_STATE_DIR", dir.path())
-            .args(["exec", "--name", &name, "--filter", &format!("bench/{name}/#"), "--", "true"])
+            .args([
+                "exec",
+                "--name",
+                &name,
+                "--filter",
+                &format!("bench/{name}/#"),
+                "--",
+                "true",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("exec")
     };
     // Completions are counted through the health report's `processed`.
-    let mut watcher = Connection::connect(ConnectOptions::for_url(url, &format!("bench-w-{}", free_port())).expect("url"))
-        .await
-        .expect("watcher");
+    let mut watcher = Connection::connect(
+        ConnectOptions::for_url(url, &format!("bench-w-{}", free_port())).expect("url"),
+    )
+    .await
+    .expect("watcher");
     let health = format!("signalbox/_health/{name}");
-    watcher.subscribe(&[(health.clone(), Qos::AtMostOnce)], LIMIT).await.expect("sub");
+    watcher
+        .subscribe(&[(health.clone(), Qos::AtMostOnce)], LIMIT)
+        .await
+        .expect("sub");
     // The first run creates the persistent session: wait until it is up.
     let mut first = spawn();
     let deadline = tokio::time::Instant::now() + LIMIT;
@@ -185,7 +253,9 @@ async fn exec_drain(url: &str, n: usize) -> f64 {
             break;
         }
     }
-    let _ = Command::new("kill").args(["-TERM", &first.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
     let _ = first.wait();
     queue(url, &format!("bench/{name}/x"), n).await;
     let started = Instant::now();
@@ -193,20 +263,29 @@ async fn exec_drain(url: &str, n: usize) -> f64 {
     let deadline = tokio::time::Instant::now() + LIMIT;
     let mut elapsed = None;
     while elapsed.is_none() {
-        let Ok(Some(m)) = tokio::time::timeout_at(deadline, watcher.recv()).await else { break };
+        let Ok(Some(m)) = tokio::time::timeout_at(deadline, watcher.recv()).await else {
+            break;
+        };
         if let Ok(r) = signalbox_common::health::HealthReport::from_slice(&m.payload) {
             if r.counters.processed >= n as u64 {
                 elapsed = Some(started.elapsed());
             } else {
                 // Ask for a fresh report.
                 let _ = watcher
-                    .publish(Publish::new("signalbox/_ping", Vec::new(), Qos::AtMostOnce, false))
+                    .publish(Publish::new(
+                        "signalbox/_ping",
+                        Vec::new(),
+                        Qos::AtMostOnce,
+                        false,
+                    ))
                     .await;
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
     }
-    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
     let _ = child.wait();
     let elapsed = elapsed.expect("exec drained in time");
     n as f64 / elapsed.as_secs_f64()

@@ -41,7 +41,9 @@ pub fn bridge_cmd(url: &str, state: &Path, args: &[&str]) -> Command {
 
 /// Starts a listener process (kill it by wrapping in `KillOnDrop`).
 pub fn start(url: &str, state: &Path, args: &[&str]) -> Child {
-    bridge_cmd(url, state, args).spawn().expect("spawn signalbox-bridge")
+    bridge_cmd(url, state, args)
+        .spawn()
+        .expect("spawn signalbox-bridge")
 }
 
 /// Runs `signalbox-bridge ARGS…` expecting it to exit at start; returns
@@ -53,7 +55,11 @@ pub fn run_bridge(url: &str, state: &Path, args: &[&str]) -> Finished {
 /// Asserts a one-line configuration error with exit code 2 that mentions
 /// `needle`.
 pub fn assert_config_error(out: &Finished, needle: &str) {
-    assert_eq!(out.code, 2, "exit 2 for a configuration error; stderr: {}", out.stderr);
+    assert_eq!(
+        out.code, 2,
+        "exit 2 for a configuration error; stderr: {}",
+        out.stderr
+    );
     let stderr = out.stderr.trim();
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr:?}");
     assert!(stderr.contains(needle), "{needle:?} in {stderr:?}");
@@ -64,7 +70,9 @@ pub fn assert_config_error(out: &Finished, needle: &str) {
 pub async fn signalbox_cli(url: &str, args: &[&str]) -> Finished {
     let mut cmd = signalbox(url);
     cmd.args(args);
-    tokio::task::spawn_blocking(move || run_with_limit(&mut cmd, WAIT)).await.expect("join")
+    tokio::task::spawn_blocking(move || run_with_limit(&mut cmd, WAIT))
+        .await
+        .expect("join")
 }
 
 /// A connected test client.
@@ -77,7 +85,10 @@ pub async fn client(url: &str) -> Connection {
 /// A client subscribed to `filters`.
 pub async fn watch(url: &str, filters: &[&str]) -> Connection {
     let c = client(url).await;
-    let f: Vec<(String, Qos)> = filters.iter().map(|f| (f.to_string(), Qos::AtLeastOnce)).collect();
+    let f: Vec<(String, Qos)> = filters
+        .iter()
+        .map(|f| (f.to_string(), Qos::AtLeastOnce))
+        .collect();
     c.subscribe(&f, WAIT).await.expect("subscribe");
     c
 }
@@ -104,7 +115,10 @@ pub async fn health(w: &mut Connection, name: &str, state: HealthState) -> Healt
 pub async fn record(w: &mut Connection, id: &str) -> FailureRecord {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("a failure record").expect("open");
+        let m = tokio::time::timeout_at(deadline, w.recv())
+            .await
+            .expect("a failure record")
+            .expect("open");
         if m.topic.ends_with(id) && !m.payload.is_empty() {
             return FailureRecord::from_slice(&m.payload).expect("record");
         }
@@ -116,7 +130,10 @@ pub async fn record(w: &mut Connection, id: &str) -> FailureRecord {
 pub async fn record_cleared(w: &mut Connection, id: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let m = tokio::time::timeout_at(deadline, w.recv()).await.expect("the record cleared").expect("open");
+        let m = tokio::time::timeout_at(deadline, w.recv())
+            .await
+            .expect("the record cleared")
+            .expect("open");
         if m.topic.ends_with(id) && m.payload.is_empty() {
             return;
         }
@@ -125,9 +142,17 @@ pub async fn record_cleared(w: &mut Connection, id: &str) {
 
 /// Publishes an envelope and waits for the broker's confirmation.
 pub async fn send(p: &Connection, envelope: Envelope) -> Envelope {
-    p.publish_confirmed(Publish::new(envelope.topic.clone(), envelope.to_vec(), Qos::AtLeastOnce, false), WAIT)
-        .await
-        .expect("publish");
+    p.publish_confirmed(
+        Publish::new(
+            envelope.topic.clone(),
+            envelope.to_vec(),
+            Qos::AtLeastOnce,
+            false,
+        ),
+        WAIT,
+    )
+    .await
+    .expect("publish");
     envelope
 }
 
@@ -154,7 +179,9 @@ pub struct SmtpServer {
 impl SmtpServer {
     /// Starts accepting on a free port (the task ends with the runtime).
     pub async fn start(reject: &[&str]) -> SmtpServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind smtp");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind smtp");
         let port = listener.local_addr().expect("addr").port();
         let (tx, mails) = mpsc::unbounded_channel();
         let reject: Arc<Vec<String>> = Arc::new(reject.iter().map(|r| r.to_string()).collect());
@@ -163,7 +190,11 @@ impl SmtpServer {
                 let tx = tx.clone();
                 let reject = reject.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(60), smtp_session(stream, tx, reject)).await;
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(60),
+                        smtp_session(stream, tx, reject),
+                    )
+                    .await;
                 });
             }
         });
@@ -177,12 +208,18 @@ impl SmtpServer {
 
     /// The next mail, within [`WAIT`].
     pub async fn next(&mut self) -> ReceivedMail {
-        tokio::time::timeout(WAIT, self.mails.recv()).await.expect("a mail in time").expect("server running")
+        tokio::time::timeout(WAIT, self.mails.recv())
+            .await
+            .expect("a mail in time")
+            .expect("server running")
     }
 
     /// A mail arriving within `limit`, if any.
     pub async fn next_within(&mut self, limit: Duration) -> Option<ReceivedMail> {
-        tokio::time::timeout(limit, self.mails.recv()).await.ok().flatten()
+        tokio::time::timeout(limit, self.mails.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -190,7 +227,12 @@ impl SmtpServer {
 fn angle_address(line: &str) -> String {
     match (line.find('<'), line.rfind('>')) {
         (Some(a), Some(b)) if a < b => line[a + 1..b].to_string(),
-        _ => line.split(':').nth(1).unwrap_or_default().trim().to_string(),
+        _ => line
+            .split(':')
+            .nth(1)
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
     }
 }
 
@@ -201,7 +243,9 @@ async fn smtp_session(
 ) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read);
-    write.write_all(b"220 test.invalid ESMTP signalbox-e2e\r\n").await?;
+    write
+        .write_all(b"220 test.invalid ESMTP signalbox-e2e\r\n")
+        .await?;
     let mut from = String::new();
     let mut to = Vec::new();
     let mut line = String::new();
@@ -212,7 +256,9 @@ async fn smtp_session(
         }
         let upper = line.trim_end().to_ascii_uppercase();
         if upper.starts_with("EHLO") {
-            write.write_all(b"250-test.invalid\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n").await?;
+            write
+                .write_all(b"250-test.invalid\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                .await?;
         } else if upper.starts_with("HELO") {
             write.write_all(b"250 test.invalid\r\n").await?;
         } else if upper.starts_with("MAIL FROM:") {
@@ -242,10 +288,18 @@ async fn smtp_session(
                 if raw == b".\r\n" || raw == b".\n" {
                     break;
                 }
-                let unstuffed = if raw.starts_with(b"..") { &raw[1..] } else { &raw[..] };
+                let unstuffed = if raw.starts_with(b"..") {
+                    &raw[1..]
+                } else {
+                    &raw[..]
+                };
                 data.extend_from_slice(unstuffed);
             }
-            let _ = tx.send(ReceivedMail { from: from.clone(), to: std::mem::take(&mut to), data });
+            let _ = tx.send(ReceivedMail {
+                from: from.clone(),
+                to: std::mem::take(&mut to),
+                data,
+            });
             write.write_all(b"250 OK queued\r\n").await?;
         } else if upper == "RSET" || upper == "NOOP" {
             write.write_all(b"250 OK\r\n").await?;
@@ -285,7 +339,9 @@ pub struct HttpReceiver {
 impl HttpReceiver {
     /// Starts on a free port.
     pub async fn start(script: &[u16]) -> HttpReceiver {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind http");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind http");
         let port = listener.local_addr().expect("addr").port();
         let (tx, requests) = mpsc::unbounded_channel();
         let script = Arc::new(Mutex::new(script.to_vec()));
@@ -295,11 +351,17 @@ impl HttpReceiver {
                 let tx = tx.clone();
                 let s = s.clone();
                 tokio::spawn(async move {
-                    let _ = tokio::time::timeout(Duration::from_secs(30), http_session(stream, tx, s)).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(30), http_session(stream, tx, s))
+                            .await;
                 });
             }
         });
-        HttpReceiver { port, requests, script }
+        HttpReceiver {
+            port,
+            requests,
+            script,
+        }
     }
 
     /// `http://127.0.0.1:PORT/hook`.
@@ -314,12 +376,18 @@ impl HttpReceiver {
 
     /// The next request, within [`WAIT`].
     pub async fn next(&mut self) -> ReceivedRequest {
-        tokio::time::timeout(WAIT, self.requests.recv()).await.expect("a request in time").expect("server running")
+        tokio::time::timeout(WAIT, self.requests.recv())
+            .await
+            .expect("a request in time")
+            .expect("server running")
     }
 
     /// A request arriving within `limit`, if any.
     pub async fn next_within(&mut self, limit: Duration) -> Option<ReceivedRequest> {
-        tokio::time::timeout(limit, self.requests.recv()).await.ok().flatten()
+        tokio::time::timeout(limit, self.requests.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -352,7 +420,10 @@ async fn http_session(
                 headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
             }
         }
-        let length: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+        let length: usize = headers
+            .get("content-length")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0u8; length];
         reader.read_exact(&mut body).await?;
         let status = {
@@ -370,7 +441,13 @@ async fn http_session(
         );
         write.write_all(head.as_bytes()).await?;
         write.write_all(text.as_bytes()).await?;
-        let _ = tx.send(ReceivedRequest { method, path, headers, body, status });
+        let _ = tx.send(ReceivedRequest {
+            method,
+            path,
+            headers,
+            body,
+            status,
+        });
     }
 }
 
@@ -379,14 +456,26 @@ async fn http_session(
 pub async fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
     stream
-        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
         .await
         .expect("write");
     let mut all = Vec::new();
-    tokio::time::timeout(WAIT, stream.read_to_end(&mut all)).await.expect("answer in time").expect("read");
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut all))
+        .await
+        .expect("answer in time")
+        .expect("read");
     let text = String::from_utf8_lossy(&all).into_owned();
-    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -398,7 +487,11 @@ pub async fn wait_file(path: &Path, pred: impl Fn(&str) -> bool) -> String {
         if pred(&text) {
             return text;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{}: {text:?}", path.display());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{}: {text:?}",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

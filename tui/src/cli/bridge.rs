@@ -15,7 +15,11 @@ use super::{CliError, CliResult};
 #[command(disable_help_flag = true)]
 pub struct BridgeArgs {
     /// The bridge command and its flags, as for `signalbox-bridge`
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "ARGS")]
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
     args: Vec<String>,
 }
 

@@ -29,7 +29,10 @@ pub struct BrokerArgs {
 
 /// Runs the broker until SIGINT or SIGTERM.
 pub async fn run(args: BrokerArgs) -> CliResult {
-    let options = BrokerOptions { listen: args.listen, listen_v5: args.listen_v5 };
+    let options = BrokerOptions {
+        listen: args.listen,
+        listen_v5: args.listen_v5,
+    };
     let broker = tokio::task::spawn_blocking(move || EmbeddedBroker::start(&options))
         .await
         .map_err(CliError::failure)?
@@ -40,7 +43,8 @@ pub async fn run(args: BrokerArgs) -> CliResult {
     }
     println!("signalbox broker: in-memory only (no persistence, no ACLs); Ctrl-C stops it");
     let mut watcher = tokio::task::spawn_blocking(move || broker.wait());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).map_err(CliError::failure)?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(CliError::failure)?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -53,4 +57,3 @@ pub async fn run(args: BrokerArgs) -> CliResult {
     // rumqttd cannot be stopped gracefully; leaving the process ends it.
     std::process::exit(0)
 }
-

@@ -24,7 +24,11 @@ pub struct ConfigArgs {
 pub fn run(overrides: &Overrides, args: ConfigArgs) -> CliResult {
     let config = Config::resolve(overrides).map_err(CliError::usage)?;
     let rows = config.rows();
-    let file_state = if config.file_loaded { "loaded" } else { "not present" };
+    let file_state = if config.file_loaded {
+        "loaded"
+    } else {
+        "not present"
+    };
     let file_shown = if config.file.as_os_str().is_empty() {
         "none (SIGNALBOX_CONFIG is empty)".to_string()
     } else {
@@ -34,7 +38,10 @@ pub fn run(overrides: &Overrides, args: ConfigArgs) -> CliResult {
         let settings: serde_json::Map<String, serde_json::Value> = rows
             .iter()
             .map(|(name, value, origin)| {
-                (name.to_string(), serde_json::json!({ "value": value, "source": origin }))
+                (
+                    name.to_string(),
+                    serde_json::json!({ "value": value, "source": origin }),
+                )
             })
             .collect();
         let doc = serde_json::json!({
@@ -46,7 +53,11 @@ pub fn run(overrides: &Overrides, args: ConfigArgs) -> CliResult {
     } else {
         println!("config file: {file_shown}");
         let width = rows.iter().map(|(n, _, _)| n.len()).max().unwrap_or(0);
-        let vwidth = rows.iter().map(|(_, v, _)| v.chars().count()).max().unwrap_or(0);
+        let vwidth = rows
+            .iter()
+            .map(|(_, v, _)| v.chars().count())
+            .max()
+            .unwrap_or(0);
         for (name, value, origin) in rows {
             println!("{name:<width$}  {value:<vwidth$}  ({origin})");
         }

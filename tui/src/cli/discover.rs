@@ -38,7 +38,12 @@ pub struct Wanted<'a> {
 }
 
 /// Connects, subscribes, pings and collects for `wait`.
-pub async fn discover(conn: &mut Connection, config: &Config, wanted: Wanted<'_>, wait: Duration) -> Result<Discovery, CliError> {
+pub async fn discover(
+    conn: &mut Connection,
+    config: &Config,
+    wanted: Wanted<'_>,
+    wait: Duration,
+) -> Result<Discovery, CliError> {
     let prefix = &config.prefix.value;
     let mut filters = Vec::new();
     if wanted.health {
@@ -48,10 +53,20 @@ pub async fn discover(conn: &mut Connection, config: &Config, wanted: Wanted<'_>
     if let Some(listener) = wanted.failed {
         filters.push((topic::failed_filter(prefix, listener), Qos::AtLeastOnce));
     }
-    conn.subscribe(&filters, SUBSCRIBE_TIMEOUT).await.map_err(CliError::failure)?;
-    conn.publish_confirmed(Publish::new(topic::ping_topic(prefix), Vec::new(), Qos::AtLeastOnce, false), SUBSCRIBE_TIMEOUT)
+    conn.subscribe(&filters, SUBSCRIBE_TIMEOUT)
         .await
         .map_err(CliError::failure)?;
+    conn.publish_confirmed(
+        Publish::new(
+            topic::ping_topic(prefix),
+            Vec::new(),
+            Qos::AtLeastOnce,
+            false,
+        ),
+        SUBSCRIBE_TIMEOUT,
+    )
+    .await
+    .map_err(CliError::failure)?;
     let mut found = Discovery::default();
     collect(conn, prefix, &mut found, wait).await;
     if wanted.health {
@@ -64,8 +79,16 @@ pub async fn discover(conn: &mut Connection, config: &Config, wanted: Wanted<'_>
             .map(|name| (topic::health_topic(prefix, name), Qos::AtLeastOnce))
             .collect();
         if !missing.is_empty() {
-            conn.subscribe(&missing, SUBSCRIBE_TIMEOUT).await.map_err(CliError::failure)?;
-            collect(conn, prefix, &mut found, wait.min(Duration::from_millis(500))).await;
+            conn.subscribe(&missing, SUBSCRIBE_TIMEOUT)
+                .await
+                .map_err(CliError::failure)?;
+            collect(
+                conn,
+                prefix,
+                &mut found,
+                wait.min(Duration::from_millis(500)),
+            )
+            .await;
         }
     }
     Ok(found)
@@ -79,7 +102,8 @@ async fn collect(conn: &mut Connection, prefix: &str, found: &mut Discovery, wai
                 if message.payload.is_empty() {
                     found.health.remove(&listener);
                 } else {
-                    let report = HealthReport::from_slice(&message.payload).map_err(|e| e.to_string());
+                    let report =
+                        HealthReport::from_slice(&message.payload).map_err(|e| e.to_string());
                     found.health.insert(listener, report);
                 }
             }
@@ -91,7 +115,8 @@ async fn collect(conn: &mut Connection, prefix: &str, found: &mut Discovery, wai
                 if message.payload.is_empty() {
                     found.failed.remove(&key);
                 } else {
-                    let record = FailureRecord::from_slice(&message.payload).map_err(|e| e.to_string());
+                    let record =
+                        FailureRecord::from_slice(&message.payload).map_err(|e| e.to_string());
                     found.failed.insert(key, record);
                 }
             }
@@ -116,6 +141,9 @@ pub fn cut(text: &str, max: usize) -> String {
     if text.chars().count() <= max {
         text.to_string()
     } else {
-        text.chars().take(max.saturating_sub(1)).chain(['…']).collect()
+        text.chars()
+            .take(max.saturating_sub(1))
+            .chain(['…'])
+            .collect()
     }
 }

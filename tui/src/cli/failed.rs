@@ -82,7 +82,9 @@ struct Targets {
 /// Runs `signalbox failed …`.
 pub async fn run(config: &Config, args: FailedArgs) -> CliResult {
     if !args.collect.is_finite() || args.collect <= 0.0 || args.collect > 60.0 {
-        return Err(CliError::usage(anyhow!("--collect must be between 0 and 60 seconds")));
+        return Err(CliError::usage(anyhow!(
+            "--collect must be between 0 and 60 seconds"
+        )));
     }
     let collect = Duration::from_secs_f64(args.collect);
     let listener = match &args.action {
@@ -96,7 +98,16 @@ pub async fn run(config: &Config, args: FailedArgs) -> CliResult {
         }
     }
     let mut conn = super::connect(config, "failed", |_| {}).await?;
-    let found = discover(&mut conn, config, Wanted { health: false, failed: Some(listener.as_deref()) }, collect).await?;
+    let found = discover(
+        &mut conn,
+        config,
+        Wanted {
+            health: false,
+            failed: Some(listener.as_deref()),
+        },
+        collect,
+    )
+    .await?;
     let result = match args.action {
         Action::List { json, .. } => list(&found, json),
         Action::Show { id } => show(&found, &id),
@@ -124,7 +135,10 @@ fn list(found: &Discovery, json: bool) -> CliResult {
         println!("no failed messages");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<36}  {:<16}  {:>3}  {:<24}  SUMMARY / ERROR", "ID", "LISTENER", "TRY", "LAST FAILED");
+    println!(
+        "{:<36}  {:<16}  {:>3}  {:<24}  SUMMARY / ERROR",
+        "ID", "LISTENER", "TRY", "LAST FAILED"
+    );
     for ((listener, id), r) in &found.failed {
         match r {
             Ok(r) => println!(
@@ -135,7 +149,13 @@ fn list(found: &Discovery, json: bool) -> CliResult {
                 cut(&r.summary(), 60),
                 cut(&r.error, 80)
             ),
-            Err(e) => println!("{id:<36}  {:<16}  {:>3}  {:<24}  invalid record: {}", cut(listener, 16), "-", "-", cut(e, 80)),
+            Err(e) => println!(
+                "{id:<36}  {:<16}  {:>3}  {:<24}  invalid record: {}",
+                cut(listener, 16),
+                "-",
+                "-",
+                cut(e, 80)
+            ),
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -157,7 +177,12 @@ fn show(found: &Discovery, id: &str) -> CliResult {
 fn resolve(found: &Discovery, targets: &Targets) -> Result<Vec<(String, String)>, CliError> {
     if targets.all {
         let l = targets.listener.clone().unwrap_or_default();
-        return Ok(found.failed.keys().filter(|(listener, _)| *listener == l).cloned().collect());
+        return Ok(found
+            .failed
+            .keys()
+            .filter(|(listener, _)| *listener == l)
+            .cloned()
+            .collect());
     }
     let mut out = Vec::new();
     for id in &targets.ids {
@@ -175,10 +200,18 @@ fn resolve(found: &Discovery, targets: &Targets) -> Result<Vec<(String, String)>
 }
 
 fn operator() -> String {
-    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| "operator".into())
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "operator".into())
 }
 
-async fn audit(conn: &Connection, config: &Config, summary: String, body: serde_json::Value) -> Result<(), CliError> {
+async fn audit(
+    conn: &Connection,
+    config: &Config,
+    summary: String,
+    body: serde_json::Value,
+) -> Result<(), CliError> {
     let who = operator();
     let envelope = Envelope::builder(topic::audit_topic(&config.prefix.value), summary)
         .bridge("cli")
@@ -187,9 +220,17 @@ async fn audit(conn: &Connection, config: &Config, summary: String, body: serde_
         .body(body)
         .build()
         .map_err(CliError::failure)?;
-    conn.publish_confirmed(Publish::new(topic::audit_topic(&config.prefix.value), envelope.to_vec(), Qos::AtLeastOnce, false), CONFIRM)
-        .await
-        .map_err(CliError::failure)
+    conn.publish_confirmed(
+        Publish::new(
+            topic::audit_topic(&config.prefix.value),
+            envelope.to_vec(),
+            Qos::AtLeastOnce,
+            false,
+        ),
+        CONFIRM,
+    )
+    .await
+    .map_err(CliError::failure)
 }
 
 fn by_listener(pairs: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
@@ -200,25 +241,63 @@ fn by_listener(pairs: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
     map
 }
 
-async fn ack(conn: &Connection, config: &Config, found: &Discovery, targets: &Targets) -> CliResult {
+async fn ack(
+    conn: &Connection,
+    config: &Config,
+    found: &Discovery,
+    targets: &Targets,
+) -> CliResult {
     let pairs = resolve(found, targets)?;
     let prefix = &config.prefix.value;
     for (l, id) in &pairs {
-        conn.publish_confirmed(Publish::new(topic::failed_topic(prefix, l, id), Vec::new(), Qos::AtLeastOnce, true), CONFIRM)
-            .await
-            .map_err(CliError::failure)?;
+        conn.publish_confirmed(
+            Publish::new(
+                topic::failed_topic(prefix, l, id),
+                Vec::new(),
+                Qos::AtLeastOnce,
+                true,
+            ),
+            CONFIRM,
+        )
+        .await
+        .map_err(CliError::failure)?;
     }
     for (l, ids) in by_listener(&pairs) {
-        let summary = format!("{} acknowledged {} failed message{} of {l}", operator(), ids.len(), if ids.len() == 1 { "" } else { "s" });
-        audit(conn, config, summary, serde_json::json!({"action": "ack", "listener": l, "ids": ids})).await?;
+        let summary = format!(
+            "{} acknowledged {} failed message{} of {l}",
+            operator(),
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" }
+        );
+        audit(
+            conn,
+            config,
+            summary,
+            serde_json::json!({"action": "ack", "listener": l, "ids": ids}),
+        )
+        .await?;
     }
-    println!("acknowledged {} failed message{}", pairs.len(), if pairs.len() == 1 { "" } else { "s" });
+    println!(
+        "acknowledged {} failed message{}",
+        pairs.len(),
+        if pairs.len() == 1 { "" } else { "s" }
+    );
     Ok(ExitCode::SUCCESS)
 }
 
-async fn replay(conn: &mut Connection, config: &Config, found: &Discovery, targets: &Targets, wait: Option<f64>) -> CliResult {
+async fn replay(
+    conn: &mut Connection,
+    config: &Config,
+    found: &Discovery,
+    targets: &Targets,
+    wait: Option<f64>,
+) -> CliResult {
     let wait = match wait {
-        Some(w) if !w.is_finite() || w <= 0.0 => return Err(CliError::usage(anyhow!("--wait must be a positive number of seconds"))),
+        Some(w) if !w.is_finite() || w <= 0.0 => {
+            return Err(CliError::usage(anyhow!(
+                "--wait must be a positive number of seconds"
+            )))
+        }
         Some(w) => Some(Duration::from_secs_f64(w)),
         None => None,
     };
@@ -228,40 +307,80 @@ async fn replay(conn: &mut Connection, config: &Config, found: &Discovery, targe
         return Ok(ExitCode::SUCCESS);
     }
     let prefix = &config.prefix.value;
-    let reply_topic = topic::build(prefix, &config.env.value, "cli", &["replies"], &uuid::Uuid::now_v7().to_string());
+    let reply_topic = topic::build(
+        prefix,
+        &config.env.value,
+        "cli",
+        &["replies"],
+        &uuid::Uuid::now_v7().to_string(),
+    );
     if wait.is_some() {
-        conn.subscribe(&[(reply_topic.clone(), Qos::AtLeastOnce)], CONFIRM).await.map_err(CliError::failure)?;
+        conn.subscribe(&[(reply_topic.clone(), Qos::AtLeastOnce)], CONFIRM)
+            .await
+            .map_err(CliError::failure)?;
     }
     let groups = by_listener(&pairs);
     for (l, ids) in &groups {
-        let request = ReplayRequest { ids: ids.clone(), all: false, reply_to: wait.map(|_| reply_topic.clone()) };
-        let mut p = Publish::new(topic::replay_topic(prefix, l), request.to_vec(), Qos::AtLeastOnce, false);
+        let request = ReplayRequest {
+            ids: ids.clone(),
+            all: false,
+            reply_to: wait.map(|_| reply_topic.clone()),
+        };
+        let mut p = Publish::new(
+            topic::replay_topic(prefix, l),
+            request.to_vec(),
+            Qos::AtLeastOnce,
+            false,
+        );
         if wait.is_some() {
             p.response_topic = Some(reply_topic.clone());
         }
-        conn.publish_confirmed(p, CONFIRM).await.map_err(CliError::failure)?;
-        let summary = format!("{} asked {l} to replay {} failed message{}", operator(), ids.len(), if ids.len() == 1 { "" } else { "s" });
-        audit(conn, config, summary, serde_json::json!({"action": "replay", "listener": l, "ids": ids})).await?;
+        conn.publish_confirmed(p, CONFIRM)
+            .await
+            .map_err(CliError::failure)?;
+        let summary = format!(
+            "{} asked {l} to replay {} failed message{}",
+            operator(),
+            ids.len(),
+            if ids.len() == 1 { "" } else { "s" }
+        );
+        audit(
+            conn,
+            config,
+            summary,
+            serde_json::json!({"action": "replay", "listener": l, "ids": ids}),
+        )
+        .await?;
     }
     let Some(wait) = wait else {
-        println!("replay requested for {} message{}", pairs.len(), if pairs.len() == 1 { "" } else { "s" });
+        println!(
+            "replay requested for {} message{}",
+            pairs.len(),
+            if pairs.len() == 1 { "" } else { "s" }
+        );
         return Ok(ExitCode::SUCCESS);
     };
     let mut pending: BTreeSet<String> = groups.keys().cloned().collect();
     let mut any_failed = false;
     let deadline = tokio::time::Instant::now() + wait;
     while !pending.is_empty() {
-        let Ok(Some(message)) = tokio::time::timeout_at(deadline, conn.recv()).await else { break };
+        let Ok(Some(message)) = tokio::time::timeout_at(deadline, conn.recv()).await else {
+            break;
+        };
         if message.topic != reply_topic {
             continue;
         }
-        let Ok(outcome) = serde_json::from_slice::<ReplayOutcome>(&message.payload) else { continue };
+        let Ok(outcome) = serde_json::from_slice::<ReplayOutcome>(&message.payload) else {
+            continue;
+        };
         pending.remove(&outcome.listener);
         for r in outcome.results {
             any_failed |= r.outcome != Outcome::Replayed;
             let detail = match (r.outcome, &r.error, r.attempts) {
                 (Outcome::Failed, Some(e), Some(a)) => format!(" (attempt {a}: {e})"),
-                (Outcome::Capped, _, Some(a)) => format!(" ({a} attempts: acknowledge it, or fix and re-publish)"),
+                (Outcome::Capped, _, Some(a)) => {
+                    format!(" ({a} attempts: acknowledge it, or fix and re-publish)")
+                }
                 _ => String::new(),
             };
             let word = match r.outcome {
@@ -275,7 +394,14 @@ async fn replay(conn: &mut Connection, config: &Config, found: &Discovery, targe
     }
     for l in &pending {
         any_failed = true;
-        println!("{l}: no answer within {:.0} s (is it running? see `signalbox health`)", wait.as_secs_f64());
+        println!(
+            "{l}: no answer within {:.0} s (is it running? see `signalbox health`)",
+            wait.as_secs_f64()
+        );
     }
-    Ok(if any_failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if any_failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -47,14 +47,28 @@ pub struct HealthArgs {
 /// Runs `signalbox health`.
 pub async fn run(config: &Config, args: HealthArgs) -> CliResult {
     if !args.wait.is_finite() || args.wait <= 0.0 || args.wait > 60.0 {
-        return Err(CliError::usage(anyhow!("--wait must be between 0 and 60 seconds")));
+        return Err(CliError::usage(anyhow!(
+            "--wait must be between 0 and 60 seconds"
+        )));
     }
     let wait = Duration::from_secs_f64(args.wait);
     let mut conn = super::connect(config, "health", |_| {})
         .await
-        .map_err(|e| CliError { code: if e.code == EXIT_USAGE { EXIT_USAGE } else { 2 }, error: e.error })?;
+        .map_err(|e| CliError {
+            code: if e.code == EXIT_USAGE { EXIT_USAGE } else { 2 },
+            error: e.error,
+        })?;
     loop {
-        let found = discover(&mut conn, config, Wanted { health: true, failed: None }, wait).await?;
+        let found = discover(
+            &mut conn,
+            config,
+            Wanted {
+                health: true,
+                failed: None,
+            },
+            wait,
+        )
+        .await?;
         let (text, problems) = render(&found, &args, Utc::now());
         if args.watch {
             print!("\x1b[2J\x1b[H{text}");
@@ -63,7 +77,11 @@ pub async fn run(config: &Config, args: HealthArgs) -> CliResult {
         }
         if !args.watch {
             conn.disconnect().await;
-            return Ok(if problems { ExitCode::from(1) } else { ExitCode::SUCCESS });
+            return Ok(if problems {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            });
         }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {
@@ -119,7 +137,9 @@ fn render(found: &Discovery, args: &HealthArgs, now: chrono::DateTime<Utc>) -> (
             }
             Err(reason) => {
                 problems = true;
-                rows.push(serde_json::json!({"listener": name, "liveness": "invalid", "error": reason}));
+                rows.push(
+                    serde_json::json!({"listener": name, "liveness": "invalid", "error": reason}),
+                );
                 table.push([
                     name.clone(),
                     "invalid".into(),
@@ -136,7 +156,12 @@ fn render(found: &Discovery, args: &HealthArgs, now: chrono::DateTime<Utc>) -> (
         }
     }
     let known = |name: &str| found.health.contains_key(name);
-    let mut never_seen: Vec<&str> = args.expect.iter().map(String::as_str).filter(|n| !known(n)).collect();
+    let mut never_seen: Vec<&str> = args
+        .expect
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !known(n))
+        .collect();
     for name in found.roster.iter().flatten() {
         if !known(name) && !never_seen.contains(&name.as_str()) {
             never_seen.push(name);
@@ -145,7 +170,9 @@ fn render(found: &Discovery, args: &HealthArgs, now: chrono::DateTime<Utc>) -> (
     for name in &never_seen {
         // Expected or on the roster, yet no report at all.
         problems = true;
-        rows.push(serde_json::json!({"listener": name, "liveness": "unknown", "error": "never seen"}));
+        rows.push(
+            serde_json::json!({"listener": name, "liveness": "unknown", "error": "never seen"}),
+        );
         let mut row: [String; 10] = Default::default();
         row[0] = name.to_string();
         row[1] = "unknown".into();
@@ -159,7 +186,10 @@ fn render(found: &Discovery, args: &HealthArgs, now: chrono::DateTime<Utc>) -> (
         return (format!("{}\n", serde_json::Value::Array(rows)), problems);
     }
     if table.len() == 1 {
-        return ("no listeners found (none running, or none reachable on this broker)\n".into(), problems);
+        return (
+            "no listeners found (none running, or none reachable on this broker)\n".into(),
+            problems,
+        );
     }
     let mut widths = [0usize; 10];
     for row in &table {
@@ -172,7 +202,13 @@ fn render(found: &Discovery, args: &HealthArgs, now: chrono::DateTime<Utc>) -> (
         let line: Vec<String> = row
             .iter()
             .enumerate()
-            .map(|(i, c)| if i == 9 { c.clone() } else { format!("{c:<w$}", w = widths[i]) })
+            .map(|(i, c)| {
+                if i == 9 {
+                    c.clone()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
             .collect();
         out.push_str(line.join("  ").trim_end());
         out.push('\n');

@@ -33,12 +33,18 @@ pub struct CliError {
 impl CliError {
     /// A usage or configuration error (exit 2).
     pub fn usage(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { code: EXIT_USAGE, error: error.into() }
+        CliError {
+            code: EXIT_USAGE,
+            error: error.into(),
+        }
     }
 
     /// A runtime failure (exit 1).
     pub fn failure(error: impl Into<anyhow::Error>) -> CliError {
-        CliError { code: EXIT_FAILURE, error: error.into() }
+        CliError {
+            code: EXIT_FAILURE,
+            error: error.into(),
+        }
     }
 
     /// Whether the error is a closed stdout (`signalbox tail | head`).
@@ -182,7 +188,9 @@ pub fn run(cli: Cli) -> CliResult {
             Command::Request(args) => request::run(&load(&overrides)?, args).await,
             Command::Health(args) => health::run(&load(&overrides)?, args).await,
             Command::Failed(args) => failed::run(&load(&overrides)?, args).await,
-            Command::Demo(_) | Command::Bridge(_) => Err(CliError::failure(anyhow::anyhow!("internal: demo and bridge run before the runtime"))),
+            Command::Demo(_) | Command::Bridge(_) => Err(CliError::failure(anyhow::anyhow!(
+                "internal: demo and bridge run before the runtime"
+            ))),
         }
     })
 }
@@ -194,7 +202,11 @@ fn load(overrides: &Overrides) -> Result<Config, CliError> {
 
 /// Connects with the configuration's options for the role `role`; a bad
 /// URL is a usage error, an unreachable broker a runtime failure.
-async fn connect(config: &Config, role: &str, tune: impl FnOnce(&mut ConnectOptions)) -> Result<Connection, CliError> {
+async fn connect(
+    config: &Config,
+    role: &str,
+    tune: impl FnOnce(&mut ConnectOptions),
+) -> Result<Connection, CliError> {
     let mut options = ConnectOptions::from_config(config, role).map_err(CliError::usage)?;
     tune(&mut options);
     Connection::connect(options).await.map_err(|e| match e {

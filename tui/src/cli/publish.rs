@@ -86,7 +86,9 @@ impl Shaper {
         if self.raw {
             return Ok(message.as_bytes().to_vec());
         }
-        let mut builder = Envelope::builder(topic, message).severity(self.severity).bridge("cli");
+        let mut builder = Envelope::builder(topic, message)
+            .severity(self.severity)
+            .bridge("cli");
         if let Some(agent) = &self.agent {
             builder = builder.agent(agent.clone()).user(agent.clone());
         }
@@ -107,12 +109,16 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
         topic::validate_topic_name(t).map_err(CliError::usage)?;
     }
     if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        return Err(CliError::usage(anyhow!("--timeout must be a positive number of seconds")));
+        return Err(CliError::usage(anyhow!(
+            "--timeout must be a positive number of seconds"
+        )));
     }
-    let severity: Severity = args
-        .severity
-        .parse()
-        .map_err(|_| CliError::usage(anyhow!("invalid --severity {:?}: use debug, info, warning or error", args.severity)))?;
+    let severity: Severity = args.severity.parse().map_err(|_| {
+        CliError::usage(anyhow!(
+            "invalid --severity {:?}: use debug, info, warning or error",
+            args.severity
+        ))
+    })?;
     let body = match &args.body {
         Some(text) => Some(
             serde_json::from_str::<serde_json::Value>(text)
@@ -133,11 +139,19 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
     let shaper = Shaper {
         raw: args.raw,
         severity,
-        agent: args.agent.clone().or_else(|| std::env::var("USER").ok()).filter(|a| !a.is_empty()),
+        agent: args
+            .agent
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .filter(|a| !a.is_empty()),
         body,
         links,
     };
-    let qos = if args.qos == 0 { Qos::AtMostOnce } else { Qos::AtLeastOnce };
+    let qos = if args.qos == 0 {
+        Qos::AtMostOnce
+    } else {
+        Qos::AtLeastOnce
+    };
     let timeout = Duration::from_secs_f64(args.timeout);
 
     if !args.stdin {
@@ -146,7 +160,9 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
             (Some(m), _) => m.clone(),
             (None, true) => String::new(),
             (None, false) => {
-                return Err(CliError::usage(anyhow!("MESSAGE is missing (or use --stdin, or --raw for an empty payload)")))
+                return Err(CliError::usage(anyhow!(
+                    "MESSAGE is missing (or use --stdin, or --raw for an empty payload)"
+                )))
             }
         };
         let payload = shaper.payload(&topic, &message)?;
@@ -171,7 +187,11 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
             stats.first_error.unwrap_or_default()
         )));
     }
-    tracing::info!(sent = stats.sent, skipped = stats.skipped, "all messages confirmed");
+    tracing::info!(
+        sent = stats.sent,
+        skipped = stats.skipped,
+        "all messages confirmed"
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -180,7 +200,14 @@ const BATCH: usize = 256;
 
 /// Turns one input line into a publish, or counts it as skipped (with a
 /// warning naming the line).
-fn shape_line(line: &[u8], fixed_topic: &str, shaper: &Shaper, args: &PubArgs, qos: Qos, stats: &mut StreamStats) -> Option<Publish> {
+fn shape_line(
+    line: &[u8],
+    fixed_topic: &str,
+    shaper: &Shaper,
+    args: &PubArgs,
+    qos: Qos,
+    stats: &mut StreamStats,
+) -> Option<Publish> {
     let text = String::from_utf8_lossy(line);
     let (topic, message) = if args.topic_per_line {
         match text.split_once([' ', '\t']) {
@@ -252,14 +279,19 @@ async fn stream_stdin(
         line.clear();
         // read_until keeps reading however long the line is, and returns the
         // last line even without a trailing newline.
-        let n = stdin.read_until(b'\n', &mut line).await.context("reading standard input")?;
+        let n = stdin
+            .read_until(b'\n', &mut line)
+            .await
+            .context("reading standard input")?;
         if n > 0 {
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();
             }
             if line.is_empty() {
                 stats.skipped += 1;
-            } else if let Some(publish) = shape_line(&line, &fixed_topic, shaper, args, qos, &mut stats) {
+            } else if let Some(publish) =
+                shape_line(&line, &fixed_topic, shaper, args, qos, &mut stats)
+            {
                 batch.push(publish);
             }
         }
@@ -269,7 +301,10 @@ async fn stream_stdin(
             stats.shaped -= batch.len() as u64;
             stats.sent += batch.len() as u64;
             let confirmations = publisher
-                .publish_batch(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)), confirm)
+                .publish_batch(
+                    std::mem::replace(&mut batch, Vec::with_capacity(BATCH)),
+                    confirm,
+                )
                 .await
                 .map_err(CliError::failure)?;
             pending.extend(confirmations);
@@ -291,7 +326,9 @@ async fn stream_stdin(
     }
     let deadline = Instant::now() + timeout;
     while let Some(confirmation) = pending.pop_front() {
-        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(1));
         stats.record(confirmation.wait(left).await);
     }
     Ok(stats)

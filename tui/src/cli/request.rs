@@ -45,16 +45,25 @@ pub struct RequestArgs {
 pub async fn run(config: &Config, args: RequestArgs) -> CliResult {
     topic::validate_topic_name(&args.topic).map_err(CliError::usage)?;
     if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        return Err(CliError::usage(anyhow!("--timeout must be a positive number of seconds")));
+        return Err(CliError::usage(anyhow!(
+            "--timeout must be a positive number of seconds"
+        )));
     }
     let body = match &args.body {
         Some(text) => Some(
-            serde_json::from_str::<serde_json::Value>(text).map_err(|e| CliError::usage(anyhow!("--body is not valid JSON: {e}")))?,
+            serde_json::from_str::<serde_json::Value>(text)
+                .map_err(|e| CliError::usage(anyhow!("--body is not valid JSON: {e}")))?,
         ),
         None => None,
     };
     let id = uuid::Uuid::now_v7();
-    let reply_topic = topic::build(&config.prefix.value, &config.env.value, "cli", &["replies"], &id.to_string());
+    let reply_topic = topic::build(
+        &config.prefix.value,
+        &config.env.value,
+        "cli",
+        &["replies"],
+        &id.to_string(),
+    );
     let mut builder = Envelope::builder(args.topic.clone(), args.message.clone())
         .id(id)
         .bridge("cli")
@@ -68,16 +77,28 @@ pub async fn run(config: &Config, args: RequestArgs) -> CliResult {
     let envelope = builder.build().map_err(CliError::usage)?;
     let timeout = Duration::from_secs_f64(args.timeout);
     let mut conn = super::connect(config, "request", |_| {}).await?;
-    conn.subscribe(&[(reply_topic.clone(), Qos::AtLeastOnce)], timeout).await.map_err(CliError::failure)?;
-    let mut publish = Publish::new(args.topic.clone(), envelope.to_vec(), Qos::AtLeastOnce, false);
+    conn.subscribe(&[(reply_topic.clone(), Qos::AtLeastOnce)], timeout)
+        .await
+        .map_err(CliError::failure)?;
+    let mut publish = Publish::new(
+        args.topic.clone(),
+        envelope.to_vec(),
+        Qos::AtLeastOnce,
+        false,
+    );
     publish.response_topic = Some(reply_topic.clone());
     publish.correlation = Some(id.to_string().into_bytes().into());
-    conn.publish_confirmed(publish, timeout).await.map_err(CliError::failure)?;
+    conn.publish_confirmed(publish, timeout)
+        .await
+        .map_err(CliError::failure)?;
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let Ok(Some(message)) = tokio::time::timeout_at(deadline, conn.recv()).await else {
             conn.disconnect().await;
-            return Err(CliError::failure(anyhow!("no reply on {reply_topic} within {:.1} s", args.timeout)));
+            return Err(CliError::failure(anyhow!(
+                "no reply on {reply_topic} within {:.1} s",
+                args.timeout
+            )));
         };
         if message.topic != reply_topic {
             continue;

@@ -72,7 +72,9 @@ pub async fn run(config: &Config, args: TailArgs) -> CliResult {
     }
     let timeout = match args.timeout {
         Some(t) if !t.is_finite() || t <= 0.0 => {
-            return Err(CliError::usage(anyhow!("--timeout must be a positive number of seconds")))
+            return Err(CliError::usage(anyhow!(
+                "--timeout must be a positive number of seconds"
+            )))
         }
         Some(t) => Some(Duration::from_secs_f64(t)),
         None => None,
@@ -80,15 +82,24 @@ pub async fn run(config: &Config, args: TailArgs) -> CliResult {
     if args.count == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
-    let qos = if args.qos == 0 { Qos::AtMostOnce } else { Qos::AtLeastOnce };
+    let qos = if args.qos == 0 {
+        Qos::AtMostOnce
+    } else {
+        Qos::AtLeastOnce
+    };
     let mut conn = super::connect(config, "tail", |_| {}).await?;
     let subs: Vec<(String, Qos)> = filters.iter().map(|f| (f.clone(), qos)).collect();
-    conn.subscribe(&subs, Duration::from_secs(10)).await.map_err(CliError::failure)?;
+    conn.subscribe(&subs, Duration::from_secs(10))
+        .await
+        .map_err(CliError::failure)?;
 
     let stdout = std::io::stdout();
     let colour = !args.json && stdout.is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, stdout.lock());
-    let printer = Printer { json: args.json, colour };
+    let printer = Printer {
+        json: args.json,
+        colour,
+    };
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen: u64 = 0;
     let mut line = Vec::with_capacity(512);
@@ -101,7 +112,9 @@ pub async fn run(config: &Config, args: TailArgs) -> CliResult {
             None => conn.recv().await,
         };
         let Some(mut message) = next else {
-            return Err(CliError::failure(anyhow!("the connection to the broker closed")));
+            return Err(CliError::failure(anyhow!(
+                "the connection to the broker closed"
+            )));
         };
         // Drain whatever is already buffered before flushing.
         loop {
@@ -125,7 +138,9 @@ pub async fn run(config: &Config, args: TailArgs) -> CliResult {
     drop(out);
     conn.disconnect().await;
     match args.count {
-        Some(n) if seen < n => Err(CliError::failure(anyhow!("timed out after {seen} of {n} messages"))),
+        Some(n) if seen < n => Err(CliError::failure(anyhow!(
+            "timed out after {seen} of {n} messages"
+        ))),
         _ => Ok(ExitCode::SUCCESS),
     }
 }
@@ -175,7 +190,10 @@ impl Printer {
 
     fn format_json(&self, message: &Message, payload: Payload, out: &mut Vec<u8>) {
         let (kind, value) = match payload {
-            Payload::Envelope(e) => ("envelope", serde_json::to_value(&*e).unwrap_or(serde_json::Value::Null)),
+            Payload::Envelope(e) => (
+                "envelope",
+                serde_json::to_value(&*e).unwrap_or(serde_json::Value::Null),
+            ),
             Payload::Json(v) => ("json", v),
             Payload::Text(t) => ("text", serde_json::Value::String(t)),
             Payload::Binary(b) => (

@@ -100,4 +100,3 @@ pub fn tmux_available() -> bool {
     }
     found
 }
-

@@ -48,7 +48,9 @@ impl Source {
         } else if let Some(path) = url.strip_prefix("file://") {
             Ok(Source::File(PathBuf::from(path)))
         } else if url.contains("://") {
-            Err(format!("unsupported URL {url:?}: use http://, https://, file:// or a path"))
+            Err(format!(
+                "unsupported URL {url:?}: use http://, https://, file:// or a path"
+            ))
         } else {
             Ok(Source::File(PathBuf::from(url)))
         }
@@ -128,7 +130,11 @@ impl Fetcher {
     }
 
     /// Fetches `source`, conditionally when validators are known.
-    pub async fn fetch(&self, source: &Source, validators: &Validators) -> Result<Fetched, FetchError> {
+    pub async fn fetch(
+        &self,
+        source: &Source,
+        validators: &Validators,
+    ) -> Result<Fetched, FetchError> {
         match source {
             Source::Http(url) => self.fetch_http(url, validators).await,
             Source::File(path) => self.fetch_file(path.clone(), validators).await,
@@ -176,7 +182,10 @@ impl Fetcher {
             etag: header(reqwest::header::ETAG),
             last_modified: header(reqwest::header::LAST_MODIFIED),
         };
-        if response.content_length().is_some_and(|n| n > self.max_bytes) {
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_bytes)
+        {
             return Err(self.too_large());
         }
         let mut bytes = Vec::new();
@@ -189,7 +198,11 @@ impl Fetcher {
         Ok(Fetched::Body { bytes, validators })
     }
 
-    async fn fetch_file(&self, path: PathBuf, validators: &Validators) -> Result<Fetched, FetchError> {
+    async fn fetch_file(
+        &self,
+        path: PathBuf,
+        validators: &Validators,
+    ) -> Result<Fetched, FetchError> {
         let max = self.max_bytes;
         let known = validators.last_modified.clone();
         let read = tokio::task::spawn_blocking(move || -> Result<Fetched, FetchError> {
@@ -223,14 +236,22 @@ impl Fetcher {
     }
 
     fn too_large(&self) -> FetchError {
-        FetchError::new(format!("response larger than {} bytes (--max-bytes)", self.max_bytes))
+        FetchError::new(format!(
+            "response larger than {} bytes (--max-bytes)",
+            self.max_bytes
+        ))
     }
 
     fn request_error(&self, e: &reqwest::Error) -> FetchError {
         if e.is_timeout() {
-            FetchError::new(format!("no complete answer within {:.0} s", self.timeout.as_secs_f64()))
+            FetchError::new(format!(
+                "no complete answer within {:.0} s",
+                self.timeout.as_secs_f64()
+            ))
         } else if e.is_redirect() {
-            FetchError::new(format!("more than {MAX_REDIRECTS} redirects (a redirect loop?)"))
+            FetchError::new(format!(
+                "more than {MAX_REDIRECTS} redirects (a redirect loop?)"
+            ))
         } else {
             FetchError::new(chain(e))
         }
@@ -255,11 +276,14 @@ fn chain(e: &dyn std::error::Error) -> String {
 /// [`MAX_RETRY_AFTER`] from `now`.
 pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let value = value.trim();
-    let cap = now + chrono::Duration::from_std(MAX_RETRY_AFTER).unwrap_or_else(|_| chrono::Duration::days(1));
+    let cap = now
+        + chrono::Duration::from_std(MAX_RETRY_AFTER).unwrap_or_else(|_| chrono::Duration::days(1));
     let at = if let Ok(secs) = value.parse::<u64>() {
         now + chrono::Duration::seconds(secs.min(MAX_RETRY_AFTER.as_secs()) as i64)
     } else {
-        DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc)
+        DateTime::parse_from_rfc2822(value)
+            .ok()?
+            .with_timezone(&Utc)
     };
     Some(at.clamp(now, cap))
 }
@@ -270,23 +294,43 @@ mod tests {
 
     #[test]
     fn sources_are_urls_or_paths() {
-        assert_eq!(Source::parse("https://x.org/f"), Ok(Source::Http("https://x.org/f".into())));
-        assert_eq!(Source::parse("/srv/f.xml"), Ok(Source::File("/srv/f.xml".into())));
-        assert_eq!(Source::parse("file:///srv/f.xml"), Ok(Source::File("/srv/f.xml".into())));
+        assert_eq!(
+            Source::parse("https://x.org/f"),
+            Ok(Source::Http("https://x.org/f".into()))
+        );
+        assert_eq!(
+            Source::parse("/srv/f.xml"),
+            Ok(Source::File("/srv/f.xml".into()))
+        );
+        assert_eq!(
+            Source::parse("file:///srv/f.xml"),
+            Ok(Source::File("/srv/f.xml".into()))
+        );
         assert!(Source::parse("ftp://x/f").is_err());
         assert!(Source::parse("http://").is_err());
     }
 
     #[test]
     fn retry_after_takes_seconds_or_a_date_and_is_capped() {
-        let now = DateTime::parse_from_rfc3339("2026-11-24T19:00:00Z").map(|t| t.with_timezone(&Utc)).expect("t");
-        assert_eq!(parse_retry_after("120", now), Some(now + chrono::Duration::seconds(120)));
+        let now = DateTime::parse_from_rfc3339("2026-11-24T19:00:00Z")
+            .map(|t| t.with_timezone(&Utc))
+            .expect("t");
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(now + chrono::Duration::seconds(120))
+        );
         assert_eq!(
             parse_retry_after("Tue, 24 Nov 2026 19:05:00 GMT", now),
             Some(now + chrono::Duration::minutes(5))
         );
-        assert_eq!(parse_retry_after("99999999", now), Some(now + chrono::Duration::days(1)));
-        assert_eq!(parse_retry_after("Mon, 01 Jan 2001 00:00:00 GMT", now), Some(now));
+        assert_eq!(
+            parse_retry_after("99999999", now),
+            Some(now + chrono::Duration::days(1))
+        );
+        assert_eq!(
+            parse_retry_after("Mon, 01 Jan 2001 00:00:00 GMT", now),
+            Some(now)
+        );
         assert_eq!(parse_retry_after("soon", now), None);
     }
 }

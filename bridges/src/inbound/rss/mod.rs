@@ -34,7 +34,9 @@ use serde_json::{json, Value};
 use signalbox_common::config::Config;
 use signalbox_common::envelope::{format_time, Envelope, Severity};
 use signalbox_common::health::{HealthReport, HealthState};
-use signalbox_common::mqtt::{ConnState, ConnectOptions, Connection, Publish, Publisher, Qos, Will};
+use signalbox_common::mqtt::{
+    ConnState, ConnectOptions, Connection, Publish, Publisher, Qos, Will,
+};
 use signalbox_common::spool::{Outbox, Sent, Spool, Undeliverable};
 use signalbox_common::topic::{self, Reserved};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -207,7 +209,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => n.checked_mul(3600),
         "d" => n.checked_mul(86_400),
         "ms" => return Ok(Duration::from_millis(n)),
-        _ => return Err(format!("invalid duration {text:?}: use e.g. 90s, 15m, 1h, 1d")),
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: use e.g. 90s, 15m, 1h, 1d"
+            ))
+        }
     };
     secs.map(Duration::from_secs)
         .ok_or_else(|| format!("duration {text:?} is too long"))
@@ -226,7 +232,9 @@ pub fn check_feed_name(name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && !name.starts_with('.')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {
@@ -239,10 +247,13 @@ pub fn check_feed_name(name: &str) -> Result<(), String> {
 /// Merges the flags and the config's `[rss]` table; errors are one line.
 pub fn settings(args: &RssArgs, config: &Config) -> Result<Settings, String> {
     let section: RssSection = match config.sections.get("rss") {
-        Some(value) => value
-            .clone()
-            .try_into()
-            .map_err(|e| format!("[rss] in {}: {}", config.file.display(), one_line(&e.to_string())))?,
+        Some(value) => value.clone().try_into().map_err(|e| {
+            format!(
+                "[rss] in {}: {}",
+                config.file.display(),
+                one_line(&e.to_string())
+            )
+        })?,
         None => RssSection::default(),
     };
     let interval = match (&args.interval, &section.interval) {
@@ -289,22 +300,39 @@ pub fn settings(args: &RssArgs, config: &Config) -> Result<Settings, String> {
             return Err(format!("feed {name:?} is given twice"));
         }
         let source = Source::parse(&url).map_err(|e| format!("feed {name}: {e}"))?;
-        specs.push(FeedSpec { name, url, source, interval });
+        specs.push(FeedSpec {
+            name,
+            url,
+            source,
+            interval,
+        });
     }
-    let concurrency = args.concurrency.or(section.concurrency).unwrap_or(DEFAULT_CONCURRENCY);
+    let concurrency = args
+        .concurrency
+        .or(section.concurrency)
+        .unwrap_or(DEFAULT_CONCURRENCY);
     if concurrency == 0 || concurrency > MAX_CONCURRENCY {
-        return Err(format!("concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency}"));
+        return Err(format!(
+            "concurrency must be between 1 and {MAX_CONCURRENCY}, not {concurrency}"
+        ));
     }
     let http_timeout = match (&args.http_timeout, &section.http_timeout) {
         (Some(t), _) => interval_of(t, "--http-timeout")?,
         (None, Some(t)) => interval_of(t, "[rss] http_timeout")?,
         (None, None) => DEFAULT_HTTP_TIMEOUT,
     };
-    let max_bytes = args.max_bytes.or(section.max_bytes).unwrap_or(DEFAULT_MAX_BYTES);
+    let max_bytes = args
+        .max_bytes
+        .or(section.max_bytes)
+        .unwrap_or(DEFAULT_MAX_BYTES);
     if max_bytes == 0 {
         return Err("max_bytes must be positive".into());
     }
-    let name = args.name.clone().or(section.name).unwrap_or_else(|| "rss".into());
+    let name = args
+        .name
+        .clone()
+        .or(section.name)
+        .unwrap_or_else(|| "rss".into());
     check_feed_name(&name).map_err(|e| e.replace("feed name", "--name"))?;
     let bus_timeout = timeout_arg(args.timeout).map_err(|e| format!("{:#}", e.error))?;
     Ok(Settings {
@@ -347,7 +375,12 @@ impl Bus {
                 session.outbox.set_deadline(Instant::now() + timeout);
                 session.outbox.send_all(batch).await
             }
-            Bus::Daemon { publisher, state, spool, lock } => {
+            Bus::Daemon {
+                publisher,
+                state,
+                spool,
+                lock,
+            } => {
                 let _turn = lock.lock().await;
                 let connected = matches!(*state.borrow(), ConnState::Connected { .. });
                 let publisher = if connected {
@@ -355,7 +388,8 @@ impl Bus {
                 } else {
                     Err("not connected to the broker".to_string())
                 };
-                let mut outbox = Outbox::open(spool.clone(), publisher, Instant::now() + timeout, timeout).await;
+                let mut outbox =
+                    Outbox::open(spool.clone(), publisher, Instant::now() + timeout, timeout).await;
                 outbox.set_deadline(Instant::now() + timeout);
                 outbox.send_all(batch).await
             }
@@ -424,7 +458,10 @@ struct PollError {
 
 impl From<String> for PollError {
     fn from(message: String) -> Self {
-        PollError { message, retry_after: None }
+        PollError {
+            message,
+            retry_after: None,
+        }
     }
 }
 
@@ -482,7 +519,11 @@ async fn poll_feed(ctx: &Ctx, spec: &FeedSpec, state: &mut FeedState) -> PollOut
     outcome
 }
 
-async fn fetch_and_publish(ctx: &Ctx, spec: &FeedSpec, state: &mut FeedState) -> Result<PollOutcome, PollError> {
+async fn fetch_and_publish(
+    ctx: &Ctx,
+    spec: &FeedSpec,
+    state: &mut FeedState,
+) -> Result<PollOutcome, PollError> {
     let validators = if state.initialized {
         Validators {
             etag: state.etag.clone(),
@@ -495,7 +536,10 @@ async fn fetch_and_publish(ctx: &Ctx, spec: &FeedSpec, state: &mut FeedState) ->
         .fetcher
         .fetch(&spec.source, &validators)
         .await
-        .map_err(|e| PollError { message: e.message, retry_after: e.retry_after })?;
+        .map_err(|e| PollError {
+            message: e.message,
+            retry_after: e.retry_after,
+        })?;
     let (bytes, validators) = match fetched {
         Fetched::NotModified => return Ok(PollOutcome::NotModified),
         Fetched::Body { bytes, validators } => (bytes, validators),
@@ -554,9 +598,18 @@ async fn fetch_and_publish(ctx: &Ctx, spec: &FeedSpec, state: &mut FeedState) ->
 }
 
 /// The message of one entry.
-fn entry_publish(ctx: &Ctx, spec: &FeedSpec, feed_title: Option<&str>, e: &FeedEntry) -> Result<Publish, String> {
+fn entry_publish(
+    ctx: &Ctx,
+    spec: &FeedSpec,
+    feed_title: Option<&str>,
+    e: &FeedEntry,
+) -> Result<Publish, String> {
     let topic = topic::build(&ctx.prefix, &ctx.env, "rss", &[&spec.name], "entry");
-    let title = if e.title.is_empty() { "(untitled)" } else { e.title.as_str() };
+    let title = if e.title.is_empty() {
+        "(untitled)"
+    } else {
+        e.title.as_str()
+    };
     let body = json!({
         "feed": spec.name,
         "feed_title": feed_title,
@@ -582,17 +635,35 @@ fn entry_publish(ctx: &Ctx, spec: &FeedSpec, feed_title: Option<&str>, e: &FeedE
     let envelope = builder
         .build()
         .map_err(|err| format!("entry {:?}: {err}", e.entry_id))?;
-    Ok(Publish::new(topic, envelope.to_vec(), Qos::AtLeastOnce, false))
+    Ok(Publish::new(
+        topic,
+        envelope.to_vec(),
+        Qos::AtLeastOnce,
+        false,
+    ))
 }
 
 /// The `broken` (warning) or `recovered` (info) event of a feed.
-fn transition_event(ctx: &Ctx, spec: &FeedSpec, state: &FeedState, broken: bool, error: Option<&str>) -> Option<Publish> {
+fn transition_event(
+    ctx: &Ctx,
+    spec: &FeedSpec,
+    state: &FeedState,
+    broken: bool,
+    error: Option<&str>,
+) -> Option<Publish> {
     let event = if broken { "broken" } else { "recovered" };
     let topic = topic::build(&ctx.prefix, &ctx.env, "rss", &[&spec.name], event);
     let summary = if broken {
-        format!("[{}] feed broken: {}", spec.name, error.unwrap_or("unknown error"))
+        format!(
+            "[{}] feed broken: {}",
+            spec.name,
+            error.unwrap_or("unknown error")
+        )
     } else {
-        format!("[{}] feed recovered after {} failed polls", spec.name, state.failures)
+        format!(
+            "[{}] feed recovered after {} failed polls",
+            spec.name, state.failures
+        )
     };
     let body = json!({
         "feed": spec.name,
@@ -602,12 +673,21 @@ fn transition_event(ctx: &Ctx, spec: &FeedSpec, state: &FeedState, broken: bool,
         "last_success": state.last_success.as_ref().map(format_time),
     });
     let envelope = Envelope::builder(topic.clone(), summary)
-        .severity(if broken { Severity::Warning } else { Severity::Info })
+        .severity(if broken {
+            Severity::Warning
+        } else {
+            Severity::Info
+        })
         .bridge("rss")
         .body(body)
         .build()
         .ok()?;
-    Some(Publish::new(topic, envelope.to_vec(), Qos::AtLeastOnce, false))
+    Some(Publish::new(
+        topic,
+        envelope.to_vec(),
+        Qos::AtLeastOnce,
+        false,
+    ))
 }
 
 async fn send_event(ctx: &Ctx, event: Option<Publish>) {
@@ -648,12 +728,15 @@ pub fn run(global: &GlobalArgs, args: RssArgs) -> BridgeResult {
     let mut config = global.resolve().map_err(BridgeError::usage)?;
     if let Some(secs) = args.health_interval {
         if secs == 0 {
-            return Err(BridgeError::usage(anyhow!("--health-interval must be at least 1")));
+            return Err(BridgeError::usage(anyhow!(
+                "--health-interval must be at least 1"
+            )));
         }
         config.health_interval.value = secs;
     }
     let settings = settings(&args, &config).map_err(|e| BridgeError::usage(anyhow!(e)))?;
-    let fetcher = Fetcher::new(settings.http_timeout, settings.max_bytes).map_err(|e| BridgeError::failure(anyhow!(e)))?;
+    let fetcher = Fetcher::new(settings.http_timeout, settings.max_bytes)
+        .map_err(|e| BridgeError::failure(anyhow!(e)))?;
     let state_dir = config.state_dir.value.join("rss");
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -676,7 +759,12 @@ fn load_states(settings: &Settings, dir: &Path) -> Result<Vec<FeedState>, Bridge
         .collect()
 }
 
-async fn run_once(config: Config, settings: Settings, fetcher: Fetcher, state_dir: PathBuf) -> BridgeResult {
+async fn run_once(
+    config: Config,
+    settings: Settings,
+    fetcher: Fetcher,
+    state_dir: PathBuf,
+) -> BridgeResult {
     let states = load_states(&settings, &state_dir)?;
     let name = settings.name.clone();
     let session = Session::open(config.clone(), &name, settings.bus_timeout).await;
@@ -725,16 +813,17 @@ async fn run_once(config: Config, settings: Settings, fetcher: Fetcher, state_di
         out.push_str(&line);
         out.push('\n');
     }
-    let ctx = Arc::into_inner(ctx).ok_or_else(|| BridgeError::failure(anyhow!("a poll task is still running")))?;
+    let ctx = Arc::into_inner(ctx)
+        .ok_or_else(|| BridgeError::failure(anyhow!("a poll task is still running")))?;
     if let Bus::Once(session) = ctx.bus {
         let mut extra = serde_json::Map::new();
         extra.insert("feeds".into(), Value::Object(feeds));
         session.into_inner().close_with(&name, extra).await;
     }
     use std::io::Write as _;
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .map_err(|e| BridgeError::failure(anyhow::Error::new(e).context("cannot write the summary")))?;
+    std::io::stdout().write_all(out.as_bytes()).map_err(|e| {
+        BridgeError::failure(anyhow::Error::new(e).context("cannot write the summary"))
+    })?;
     Ok(if failed { EXIT_FAILURE } else { 0 })
 }
 
@@ -753,7 +842,11 @@ impl Board {
     fn report(&self, state: Option<HealthState>) -> HealthReport {
         let mut r = HealthReport::new(&self.name, self.started, self.interval_s);
         let failing = !lock(&self.failing).is_empty();
-        r.state = state.unwrap_or(if failing { HealthState::Degraded } else { HealthState::Up });
+        r.state = state.unwrap_or(if failing {
+            HealthState::Degraded
+        } else {
+            HealthState::Up
+        });
         r.last_seen = Utc::now();
         r.counters = *lock(&self.counters);
         r.last_error = lock(&self.last_error).clone();
@@ -775,14 +868,21 @@ pub fn backoff(interval: Duration, failures: u32) -> Duration {
         return interval;
     }
     let factor = 1u32 << failures.saturating_sub(1).min(16);
-    interval.saturating_mul(factor).min(MAX_BACKOFF.max(interval))
+    interval
+        .saturating_mul(factor)
+        .min(MAX_BACKOFF.max(interval))
 }
 
 fn jittered(d: Duration) -> Duration {
     d.mul_f64(1.0 - JITTER + 2.0 * JITTER * fastrand::f64())
 }
 
-async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_dir: PathBuf) -> BridgeResult {
+async fn run_daemon(
+    config: Config,
+    settings: Settings,
+    fetcher: Fetcher,
+    state_dir: PathBuf,
+) -> BridgeResult {
     let states = load_states(&settings, &state_dir)?;
     let name = settings.name.clone();
     let prefix = config.prefix.value.clone();
@@ -807,7 +907,9 @@ async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_
         qos: Qos::AtLeastOnce,
         retain: true,
     });
-    let mut conn = Connection::connect(options).await.map_err(BridgeError::usage)?;
+    let mut conn = Connection::connect(options)
+        .await
+        .map_err(BridgeError::usage)?;
     let publisher = conn.publisher();
     let ctx = Arc::new(Ctx {
         prefix: prefix.clone(),
@@ -833,7 +935,15 @@ async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_
         if state.failures > 0 {
             lock(&board.failing).insert(spec.name.clone());
         }
-        tasks.spawn(feed_loop(ctx.clone(), i, state, board.clone(), permits.clone(), changed.clone(), stop_rx.clone()));
+        tasks.spawn(feed_loop(
+            ctx.clone(),
+            i,
+            state,
+            board.clone(),
+            permits.clone(),
+            changed.clone(),
+            stop_rx.clone(),
+        ));
     }
 
     // Control topics, subscribed in the background (renewed by the
@@ -844,7 +954,11 @@ async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_
     ];
     let subscriber = publisher.clone();
     tokio::spawn(async move {
-        while subscriber.subscribe(&control, Duration::from_secs(10)).await.is_err() {
+        while subscriber
+            .subscribe(&control, Duration::from_secs(10))
+            .await
+            .is_err()
+        {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
@@ -855,7 +969,9 @@ async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_
         let publisher = publisher.clone();
         let topic = health_topic.clone();
         tokio::spawn(async move {
-            let _ = publisher.publish(Publish::new(topic, report.to_vec(), Qos::AtLeastOnce, true)).await;
+            let _ = publisher
+                .publish(Publish::new(topic, report.to_vec(), Qos::AtLeastOnce, true))
+                .await;
         });
     };
     let mut roster: Option<Vec<String>> = None;
@@ -871,7 +987,9 @@ async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_
         let topic = topic::roster_topic(&prefix);
         tokio::spawn(async move {
             let payload = serde_json::to_vec(&list).unwrap_or_default();
-            let _ = publisher.publish(Publish::new(topic, payload, Qos::AtLeastOnce, true)).await;
+            let _ = publisher
+                .publish(Publish::new(topic, payload, Qos::AtLeastOnce, true))
+                .await;
         });
     };
 
@@ -927,7 +1045,15 @@ async fn run_daemon(config: Config, settings: Settings, fetcher: Fetcher, state_
     tasks.abort_all();
     let report = board.report(Some(HealthState::Stopped));
     let _ = publisher
-        .publish_confirmed(Publish::new(health_topic.clone(), report.to_vec(), Qos::AtLeastOnce, true), STOP_REPORT_TIMEOUT)
+        .publish_confirmed(
+            Publish::new(
+                health_topic.clone(),
+                report.to_vec(),
+                Qos::AtLeastOnce,
+                true,
+            ),
+            STOP_REPORT_TIMEOUT,
+        )
         .await;
     conn.disconnect().await;
     Ok(0)
@@ -966,7 +1092,13 @@ async fn feed_loop(
         {
             let mut counters = lock(&board.counters);
             match &outcome {
-                PollOutcome::Updated { published, spooled, new, first, .. } => {
+                PollOutcome::Updated {
+                    published,
+                    spooled,
+                    new,
+                    first,
+                    ..
+                } => {
                     if !first {
                         counters.received += *new as u64;
                     }
@@ -989,7 +1121,8 @@ async fn feed_loop(
                 d
             }
         };
-        let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::days(1));
+        let next = Utc::now()
+            + chrono::Duration::from_std(wait).unwrap_or_else(|_| chrono::Duration::days(1));
         lock(&board.feeds).insert(spec.name.clone(), feed_status(spec, &state, Some(next)));
         let failing = state.failures > 0;
         {
@@ -1017,13 +1150,20 @@ mod tests {
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
         assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert!(parse_duration("soon").is_err() && parse_duration("5w").is_err() && parse_duration("").is_err());
+        assert!(
+            parse_duration("soon").is_err()
+                && parse_duration("5w").is_err()
+                && parse_duration("").is_err()
+        );
         let i = Duration::from_secs(900);
         assert_eq!(backoff(i, 0), i);
         assert_eq!(backoff(i, 1), i);
         assert_eq!(backoff(i, 3), i * 4);
         assert_eq!(backoff(i, 30), MAX_BACKOFF);
-        assert_eq!(backoff(Duration::from_secs(86_400), 5), Duration::from_secs(86_400));
+        assert_eq!(
+            backoff(Duration::from_secs(86_400), 5),
+            Duration::from_secs(86_400)
+        );
     }
 
     #[test]

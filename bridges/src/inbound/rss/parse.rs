@@ -149,7 +149,10 @@ pub fn identity(id: &str, entry: &FeedEntry) -> String {
         link.clone()
     } else {
         let date = entry.date().map(|d| d.to_rfc3339()).unwrap_or_default();
-        return format!("sha256:{}", sha256_hex(format!("{}\n{date}", entry.title).as_bytes()));
+        return format!(
+            "sha256:{}",
+            sha256_hex(format!("{}\n{date}", entry.title).as_bytes())
+        );
     };
     if id.len() > ID_MAX_BYTES {
         format!("sha256:{}", sha256_hex(id.as_bytes()))
@@ -179,7 +182,11 @@ fn text_of(text: &feed_rs::model::Text) -> String {
 /// RSS says nothing of the type of `description`; most are HTML.
 fn looks_like_html(s: &str) -> bool {
     let s = s.trim_start();
-    s.starts_with('<') || s.contains("</") || s.contains("<br") || s.contains("<p>") || s.contains("&lt;") && s.contains("&gt;")
+    s.starts_with('<')
+        || s.contains("</")
+        || s.contains("<br")
+        || s.contains("<p>")
+        || s.contains("&lt;") && s.contains("&gt;")
 }
 
 fn one_line(s: &str) -> String {
@@ -227,7 +234,10 @@ mod tests {
         assert_eq!(e[1].entry_id, "https://x/2");
         assert!(e[2].entry_id.starts_with("sha256:"), "{}", e[2].entry_id);
         let again = parse(RSS2.as_bytes(), None).expect("parses");
-        assert_eq!(again.entries[2].entry_id, e[2].entry_id, "hash ids are stable");
+        assert_eq!(
+            again.entries[2].entry_id, e[2].entry_id,
+            "hash ids are stable"
+        );
     }
 
     #[test]

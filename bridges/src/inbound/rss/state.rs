@@ -47,10 +47,18 @@ pub struct FeedState {
     #[serde(default)]
     pub seen: HashMap<String, i64>,
     /// When the feed was last polled.
-    #[serde(default, with = "time_ms::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_poll: Option<DateTime<Utc>>,
     /// When a poll last succeeded.
-    #[serde(default, with = "time_ms::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub last_success: Option<DateTime<Utc>>,
     /// The error of the last poll, if it failed.
     #[serde(default)]
@@ -59,7 +67,11 @@ pub struct FeedState {
     #[serde(default)]
     pub failures: u32,
     /// Do not poll before this (a server's Retry-After).
-    #[serde(default, with = "time_ms::option", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "time_ms::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub retry_after: Option<DateTime<Utc>>,
     /// Entries published (or spooled) since the state was created.
     #[serde(default)]
@@ -95,8 +107,12 @@ impl FeedState {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(FeedState::new(url)),
             Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
         };
-        let mut state: FeedState = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{} is not a feed state ({e}); move it away to start over", path.display()))?;
+        let mut state: FeedState = serde_json::from_slice(&bytes).map_err(|e| {
+            format!(
+                "{} is not a feed state ({e}); move it away to start over",
+                path.display()
+            )
+        })?;
         if state.url != url {
             state.url = url.to_string();
             state.etag = None;
@@ -175,11 +191,17 @@ mod tests {
         let again = FeedState::load(dir.path(), "f", "https://x/feed").expect("loads");
         assert!(again.is_seen("b") && again.etag.is_some());
         let moved = FeedState::load(dir.path(), "f", "https://y/feed").expect("loads");
-        assert!(moved.is_seen("b") && moved.etag.is_none(), "a new URL drops validators only");
+        assert!(
+            moved.is_seen("b") && moved.etag.is_none(),
+            "a new URL drops validators only"
+        );
 
         let ids: Vec<String> = (0..MAX_SEEN + 50).map(|i| format!("id{i}")).collect();
         let mut big = FeedState::new("u");
-        big.mark_seen(ids[..60].iter().map(String::as_str), now - Duration::days(1));
+        big.mark_seen(
+            ids[..60].iter().map(String::as_str),
+            now - Duration::days(1),
+        );
         big.mark_seen(ids[60..].iter().map(String::as_str), now);
         assert_eq!(big.seen.len(), MAX_SEEN);
         // Every recently seen id stays; of the 60 older ones (all seen at
