@@ -703,6 +703,26 @@ impl Runtime {
         }
     }
 
+    /// A message failed for good: note the trouble, write its first
+    /// failure record and count it. False when the record could not be
+    /// stored (stopping): the message must then stay unacknowledged.
+    async fn record_failure(
+        &self,
+        id: &str,
+        topic: &str,
+        payload: &[u8],
+        error: &str,
+        stop: &std::sync::atomic::AtomicBool,
+    ) -> bool {
+        self.trouble(format!("{id}: {error}"));
+        let record = FailureRecord::new(&self.name, id, topic, payload, error, Utc::now());
+        if !self.store_record(&record, stop).await {
+            return false;
+        }
+        self.lock().counters.failed += 1;
+        true
+    }
+
     async fn clear_record(&self, id: &str) -> bool {
         let t = topic::failed_topic(&self.prefix, &self.name, id);
         let ok = self
@@ -874,21 +894,13 @@ async fn handle_burst<H, Fut>(
     match run_handler(handler, runtime, delivery, runtime.options.retries, stop).await {
         Ok(_) => runtime.lock().counters.processed += fresh.len() as u64,
         Err(error) => {
-            runtime.trouble(format!("{id}: {error}"));
-            let record = FailureRecord::new(
-                &runtime.name,
-                &id,
-                &last.topic,
-                &last.payload,
-                &error,
-                Utc::now(),
-            );
-            if !runtime.store_record(&record, stop).await {
+            if !runtime
+                .record_failure(&id, &last.topic, &last.payload, &error, stop)
+                .await
+            {
                 return;
             }
-            let mut s = runtime.lock();
-            s.counters.failed += 1;
-            s.counters.processed += fresh.len() as u64 - 1;
+            runtime.lock().counters.processed += fresh.len() as u64 - 1;
         }
     }
     for (message, id) in &fresh {
@@ -953,21 +965,14 @@ async fn handle_message<H, Fut>(
             }
         }
         Err(error) => {
-            runtime.trouble(format!("{id}: {error}"));
-            let record = FailureRecord::new(
-                &runtime.name,
-                &id,
-                &message.topic,
-                &message.payload,
-                &error,
-                Utc::now(),
-            );
-            if !runtime.store_record(&record, stop).await {
+            if !runtime
+                .record_failure(&id, &message.topic, &message.payload, &error, stop)
+                .await
+            {
                 // Not stored and stopping: leave the message unacknowledged
                 // so that the broker hands it over again next time.
                 return;
             }
-            runtime.lock().counters.failed += 1;
             runtime.publish_health(runtime.current_state());
         }
     }

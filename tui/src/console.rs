@@ -106,10 +106,7 @@ pub fn run(config: &Config, embedded: bool) -> CliResult {
     let identity = Identity {
         prefix: config.prefix.value.clone(),
         env: config.env.value.clone(),
-        user: std::env::var("USER")
-            .ok()
-            .filter(|u| !u.is_empty())
-            .unwrap_or_else(|| "operator".into()),
+        user: crate::operator::operator_name(),
     };
     let settings = Settings {
         prefix: config.prefix.value.clone(),

@@ -249,7 +249,7 @@ struct Sim {
     children: Mutex<BTreeMap<String, Child>>,
     counts: Mutex<BTreeMap<String, u64>>,
     failed_records: AtomicU64,
-    alias_runs: AtomicU64,
+    restarts: AtomicU64,
     bug_number: AtomicU64,
 }
 
@@ -314,7 +314,7 @@ impl Sim {
             children: Mutex::new(BTreeMap::new()),
             counts: Mutex::new(BTreeMap::new()),
             failed_records: AtomicU64::new(0),
-            alias_runs: AtomicU64::new(0),
+            restarts: AtomicU64::new(0),
             bug_number: AtomicU64::new(4200),
         })
     }
@@ -363,6 +363,32 @@ impl Sim {
         Ok(())
     }
 
+    /// The alias/ACL generator: a debounced exec listener on the package
+    /// database's messages that rewrites `out/aliases` and `out/acl` from
+    /// `pkgdb/owners.txt`.
+    fn spawn_aliases(&self) -> anyhow::Result<()> {
+        let aliases_script = format!(
+            "awk '{{print $1\"-owner: \"$3}}' {db} > {out}/aliases.tmp && mv {out}/aliases.tmp {out}/aliases && \
+             awk '{{print \"avail | \"$2\" | rpms/\"$1}}' {db} > {out}/acl.tmp && mv {out}/acl.tmp {out}/acl && \
+             echo run >> {out}/aliases.runs",
+            db = self.dir.join("pkgdb/owners.txt").display(),
+            out = self.dir.join("out").display()
+        );
+        self.spawn_listener(
+            "aliases",
+            &[
+                "--filter",
+                "signalbox/demo/pkgdb/#",
+                "--debounce",
+                "1s",
+                "--",
+                "sh",
+                "-c",
+                &aliases_script,
+            ],
+        )
+    }
+
     fn kill_listener(&self, name: &str) {
         let mut children = self.children.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(mut child) = children.remove(name) {
@@ -401,26 +427,7 @@ impl Sim {
         let mut tasks = Vec::new();
 
         // Listeners as separate processes, as an admin would run them.
-        let aliases_script = format!(
-            "awk '{{print $1\"-owner: \"$3}}' {db} > {out}/aliases.tmp && mv {out}/aliases.tmp {out}/aliases && \
-             awk '{{print \"avail | \"$2\" | rpms/\"$1}}' {db} > {out}/acl.tmp && mv {out}/acl.tmp {out}/acl && \
-             echo run >> {out}/aliases.runs",
-            db = self.dir.join("pkgdb/owners.txt").display(),
-            out = self.dir.join("out").display()
-        );
-        self.spawn_listener(
-            "aliases",
-            &[
-                "--filter",
-                "signalbox/demo/pkgdb/#",
-                "--debounce",
-                "1s",
-                "--",
-                "sh",
-                "-c",
-                &aliases_script,
-            ],
-        )?;
+        self.spawn_aliases()?;
         // The bug tracker: a small HTTP service here, behind the webhook
         // listener. It answers 503 for about one commit in five (by the
         // id's last hex digit) and for one replay in sixteen.
@@ -1019,27 +1026,8 @@ impl Sim {
     async fn restart_a_listener(self: Arc<Self>) -> anyhow::Result<()> {
         self.kill_listener("aliases");
         tokio::time::sleep(self.every(8.0)).await;
-        let aliases_script = format!(
-            "awk '{{print $1\"-owner: \"$3}}' {db} > {out}/aliases.tmp && mv {out}/aliases.tmp {out}/aliases && \
-             awk '{{print \"avail | \"$2\" | rpms/\"$1}}' {db} > {out}/acl.tmp && mv {out}/acl.tmp {out}/acl && \
-             echo run >> {out}/aliases.runs",
-            db = self.dir.join("pkgdb/owners.txt").display(),
-            out = self.dir.join("out").display()
-        );
-        self.alias_runs.fetch_add(1, Ordering::Relaxed);
-        self.spawn_listener(
-            "aliases",
-            &[
-                "--filter",
-                "signalbox/demo/pkgdb/#",
-                "--debounce",
-                "1s",
-                "--",
-                "sh",
-                "-c",
-                &aliases_script,
-            ],
-        )
+        self.restarts.fetch_add(1, Ordering::Relaxed);
+        self.spawn_aliases()
     }
 
     /// What an operator does at the end of a headless run: replay every
@@ -1131,7 +1119,7 @@ impl Sim {
             "listeners": listeners,
             "failed_records": self.failed_records.load(Ordering::Relaxed),
             "replays": replays,
-            "listener_restarts": self.alias_runs.load(Ordering::Relaxed),
+            "listener_restarts": self.restarts.load(Ordering::Relaxed),
             "files": {
                 "aliases": lines(&out.join("aliases")),
                 "acl": lines(&out.join("acl")),

@@ -30,8 +30,7 @@ use crate::event::{Batch, Event, Incoming, Outcome, PAYLOAD_CAP};
 pub const BATCH_MAX: usize = 512;
 /// Batches (and states) waiting for the console loop.
 pub const CHANNEL_CAP: usize = 32;
-/// How long a publish of an operator action may wait for its PUBACK.
-const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::operator::{self, CONFIRM as CONFIRM_TIMEOUT};
 /// After a reconnect, listeners are pinged once the subscriptions had a
 /// moment to be renewed.
 const PING_AFTER_RECONNECT: Duration = Duration::from_millis(500);
@@ -264,33 +263,7 @@ async fn audit(
     summary: &str,
     body: serde_json::Value,
 ) -> Result<(), String> {
-    let t = topic::audit_topic(&id.prefix);
-    let env = envelope(id, &t, summary, body)?;
-    publisher
-        .publish_confirmed(
-            Publish::new(t, env.to_vec(), Qos::AtLeastOnce, false),
-            CONFIRM_TIMEOUT,
-        )
-        .await
-        .map_err(|e| e.to_string())
-}
-
-/// Publishes empty retained messages on `topics` (all in flight at once)
-/// and waits for every confirmation; the number confirmed, or the first
-/// error.
-async fn clear(publisher: &Publisher, topics: &[String]) -> Result<usize, String> {
-    let mut confirmations = Vec::with_capacity(topics.len());
-    for t in topics {
-        let c = publisher
-            .publish(Publish::new(t.clone(), Vec::new(), Qos::AtLeastOnce, true))
-            .await
-            .map_err(|e| e.to_string())?;
-        confirmations.push(c);
-    }
-    for c in confirmations {
-        c.wait(CONFIRM_TIMEOUT).await.map_err(|e| e.to_string())?;
-    }
-    Ok(topics.len())
+    operator::audit(publisher, &id.prefix, "console", &id.user, summary, body).await
 }
 
 async fn ack(
@@ -300,7 +273,7 @@ async fn ack(
     records: &[(String, String)],
 ) -> Outcome {
     let topics: Vec<String> = records.iter().map(|(_, t)| t.clone()).collect();
-    if let Err(e) = clear(publisher, &topics).await {
+    if let Err(e) = operator::clear_retained(publisher, &topics).await {
         return fail(format!("acknowledge failed: {e}"));
     }
     let ids: Vec<&str> = records.iter().map(|(i, _)| i.as_str()).collect();
@@ -363,7 +336,7 @@ async fn replay(publisher: &Publisher, id: &Identity, listener: &str, ids: Vec<S
 }
 
 async fn delete(publisher: &Publisher, id: &Identity, topics: &[String]) -> Outcome {
-    let n = match clear(publisher, topics).await {
+    let n = match operator::clear_retained(publisher, topics).await {
         Ok(n) => n,
         Err(e) => return fail(format!("delete failed: {e}")),
     };

@@ -12,6 +12,7 @@ mod demo;
 mod event;
 mod ingest;
 mod keys;
+mod operator;
 mod theme;
 mod views;
 

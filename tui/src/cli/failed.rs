@@ -10,15 +10,16 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{Args, Subcommand};
 use signalbox_common::config::Config;
-use signalbox_common::envelope::{format_time, Envelope};
+use signalbox_common::envelope::format_time;
 use signalbox_common::failed::{Outcome, ReplayOutcome, ReplayRequest};
 use signalbox_common::mqtt::{Connection, Publish, Qos};
 use signalbox_common::topic;
 
 use super::discover::{cut, discover, Discovery, Wanted};
 use super::{CliError, CliResult};
+use crate::operator::{self, operator_name};
 
-const CONFIRM: Duration = Duration::from_secs(10);
+use crate::operator::CONFIRM;
 
 /// Flags of `signalbox failed`.
 #[derive(Debug, Args)]
@@ -199,38 +200,22 @@ fn resolve(found: &Discovery, targets: &Targets) -> Result<Vec<(String, String)>
     Ok(out)
 }
 
-fn operator() -> String {
-    std::env::var("USER")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "operator".into())
-}
-
 async fn audit(
     conn: &Connection,
     config: &Config,
     summary: String,
     body: serde_json::Value,
 ) -> Result<(), CliError> {
-    let who = operator();
-    let envelope = Envelope::builder(topic::audit_topic(&config.prefix.value), summary)
-        .bridge("cli")
-        .agent(who.clone())
-        .user(who)
-        .body(body)
-        .build()
-        .map_err(CliError::failure)?;
-    conn.publish_confirmed(
-        Publish::new(
-            topic::audit_topic(&config.prefix.value),
-            envelope.to_vec(),
-            Qos::AtLeastOnce,
-            false,
-        ),
-        CONFIRM,
+    operator::audit(
+        &conn.publisher(),
+        &config.prefix.value,
+        "cli",
+        &operator_name(),
+        &summary,
+        body,
     )
     .await
-    .map_err(CliError::failure)
+    .map_err(|e| CliError::failure(anyhow!("the audit event failed: {e}")))
 }
 
 fn by_listener(pairs: &[(String, String)]) -> BTreeMap<String, Vec<String>> {
@@ -249,23 +234,17 @@ async fn ack(
 ) -> CliResult {
     let pairs = resolve(found, targets)?;
     let prefix = &config.prefix.value;
-    for (l, id) in &pairs {
-        conn.publish_confirmed(
-            Publish::new(
-                topic::failed_topic(prefix, l, id),
-                Vec::new(),
-                Qos::AtLeastOnce,
-                true,
-            ),
-            CONFIRM,
-        )
+    let topics: Vec<String> = pairs
+        .iter()
+        .map(|(l, id)| topic::failed_topic(prefix, l, id))
+        .collect();
+    operator::clear_retained(&conn.publisher(), &topics)
         .await
-        .map_err(CliError::failure)?;
-    }
+        .map_err(|e| CliError::failure(anyhow!("acknowledge failed: {e}")))?;
     for (l, ids) in by_listener(&pairs) {
         let summary = format!(
             "{} acknowledged {} failed message{} of {l}",
-            operator(),
+            operator_name(),
             ids.len(),
             if ids.len() == 1 { "" } else { "s" }
         );
@@ -340,7 +319,7 @@ async fn replay(
             .map_err(CliError::failure)?;
         let summary = format!(
             "{} asked {l} to replay {} failed message{}",
-            operator(),
+            operator_name(),
             ids.len(),
             if ids.len() == 1 { "" } else { "s" }
         );
