@@ -27,6 +27,12 @@ pub const DEFAULT_HEALTH_INTERVAL_S: u64 = 10;
 pub const DEFAULT_KEEPALIVE_S: u64 = 30;
 /// Default time allowed to reach a broker, in seconds.
 pub const DEFAULT_CONNECT_TIMEOUT_S: u64 = 5;
+/// Default re-send window, in seconds: messages the broker confirmed this
+/// recently are sent again after a reconnect, because a broker that dies
+/// can lose what it acknowledged but had not yet saved (mosquitto saves
+/// every `autosave_interval` seconds). Longer than the broker's save
+/// interval; listeners drop the repeats by message id.
+pub const DEFAULT_RESEND_WINDOW_S: u64 = 10;
 
 /// Errors reading or interpreting the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +60,7 @@ pub enum ConfigError {
         reason: String,
     },
     /// The config file has a top-level key signalbox does not know.
-    #[error("config file {path}: unknown key `{key}` (known keys: {known})")]
+    #[error("config file {path}: unknown key `{}` (known keys: {known})", .key.escape_debug())]
     UnknownKey {
         /// The offending file.
         path: PathBuf,
@@ -180,6 +186,8 @@ pub struct Config {
     pub keepalive: Sourced<u64>,
     /// Seconds allowed to reach a broker.
     pub connect_timeout: Sourced<u64>,
+    /// Seconds of confirmed publishes sent again after a reconnect (0: none).
+    pub resend_window: Sourced<u64>,
     /// Tables of the config file that belong to other tools (e.g. `[theme]`),
     /// kept verbatim for them.
     pub sections: BTreeMap<String, toml::Value>,
@@ -202,6 +210,7 @@ struct FileValues {
     mqtt_version: Option<u8>,
     keepalive: Option<u64>,
     connect_timeout: Option<u64>,
+    resend_window: Option<u64>,
 }
 
 const KNOWN_KEYS: &[&str] = &[
@@ -219,6 +228,7 @@ const KNOWN_KEYS: &[&str] = &[
     "mqtt_version",
     "keepalive",
     "connect_timeout",
+    "resend_window",
 ];
 
 /// `broker = "url"` or `broker = ["url", "url"]`.
@@ -403,6 +413,14 @@ impl Config {
             DEFAULT_CONNECT_TIMEOUT_S,
             1,
         )?;
+        let resend_window = number(
+            "resend_window",
+            None,
+            "SIGNALBOX_RESEND_WINDOW",
+            values.resend_window,
+            DEFAULT_RESEND_WINDOW_S,
+            0,
+        )?;
         let mqtt_version = number(
             "mqtt_version",
             flags.mqtt_version.map(u64::from),
@@ -476,6 +494,7 @@ impl Config {
             mqtt_version,
             keepalive,
             connect_timeout,
+            resend_window,
             sections,
         })
     }
@@ -556,6 +575,11 @@ impl Config {
                 "connect_timeout",
                 self.connect_timeout.value.to_string(),
                 self.connect_timeout.origin.to_string(),
+            ),
+            (
+                "resend_window",
+                self.resend_window.value.to_string(),
+                self.resend_window.origin.to_string(),
             ),
         ]
     }
@@ -720,7 +744,7 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileRead, ConfigError> {
         .parse()
         .map_err(|e: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
-            reason: e.to_string().trim().replace('\n', " "),
+            reason: toml_reason(&e, Some(&text)),
         })?;
     let mut known = toml::Table::new();
     let mut sections = BTreeMap::new();
@@ -741,9 +765,31 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileRead, ConfigError> {
         .try_into()
         .map_err(|e: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
-            reason: e.to_string().trim().replace('\n', " "),
+            reason: toml_reason(&e, None),
         })?;
     Ok((values, sections, true))
+}
+
+/// The TOML parser's error as one line: where (when `text` is the parsed
+/// document) and what. Its own multi-line text quotes the offending line,
+/// control characters and all, which must not reach a terminal.
+fn toml_reason(e: &toml::de::Error, text: Option<&str>) -> String {
+    let place = e
+        .span()
+        .zip(text)
+        .and_then(|(span, text)| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}: ")
+        })
+        .unwrap_or_default();
+    let message: String = e
+        .message()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    format!("{place}{}", message.split_whitespace().collect::<Vec<_>>().join(" "))
 }
 
 #[cfg(test)]

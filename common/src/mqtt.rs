@@ -21,7 +21,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rumqttc::v5 as r5;
@@ -40,6 +40,11 @@ const RUMQTT_CHANNEL_CAP: usize = 512;
 const MAX_UNCONFIRMED: usize = 100_000;
 /// Messages buffered between the driver and the consumer.
 const INCOMING_CAP: usize = 4096;
+/// The re-send window keeps at most this many confirmed publishes...
+const RESEND_WINDOW_MAX_MESSAGES: usize = 100_000;
+/// ...and at most this many payload bytes, whatever its duration says, so
+/// a fast stream cannot make it grow without bound.
+const RESEND_WINDOW_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// First reconnect delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Reconnect delays never exceed this, so a broker that comes back is in
@@ -288,6 +293,11 @@ pub struct ConnectOptions {
     pub inflight: u16,
     /// Keep retrying the first connection (daemons) instead of failing.
     pub retry_initial: bool,
+    /// Publishes confirmed this recently before a connection was lost are
+    /// sent again after the reconnect (zero: never). A broker killed before
+    /// it saved its state loses messages it had already confirmed; the
+    /// repeats carry the same message ids, and listeners drop them.
+    pub resend_window: Duration,
 }
 
 impl ConnectOptions {
@@ -323,6 +333,7 @@ impl ConnectOptions {
             manual_acks: false,
             inflight: 100,
             retry_initial: false,
+            resend_window: Duration::from_secs(config.resend_window.value),
         })
     }
 
@@ -342,6 +353,7 @@ impl ConnectOptions {
             manual_acks: false,
             inflight: 100,
             retry_initial: false,
+            resend_window: Duration::from_secs(crate::config::DEFAULT_RESEND_WINDOW_S),
         })
     }
 }
@@ -1034,6 +1046,75 @@ struct Unconfirmed {
     waiter: Option<oneshot::Sender<Result<(), MqttError>>>,
 }
 
+/// A publish the broker confirmed recently, kept for the re-send window.
+struct Confirmed {
+    /// Its sequence number: a re-send takes its original place in the order.
+    seq: u64,
+    at: Instant,
+    publish: Publish,
+}
+
+/// The publishes confirmed within the last `window`, oldest first, bounded
+/// in count and bytes. While disconnected nothing ages out: what counts is
+/// how long before the connection was lost a message was confirmed.
+struct ResendWindow {
+    window: Duration,
+    entries: VecDeque<Confirmed>,
+    bytes: usize,
+}
+
+impl ResendWindow {
+    fn new(window: Duration) -> ResendWindow {
+        ResendWindow {
+            window,
+            entries: VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Remembers a confirmed publish (QoS 0 ones were never confirmed and
+    /// are not kept).
+    fn push(&mut self, seq: u64, publish: Publish) {
+        if self.window.is_zero() || publish.qos == Qos::AtMostOnce {
+            return;
+        }
+        self.bytes += publish.payload.len() + publish.topic.len();
+        self.entries.push_back(Confirmed {
+            seq,
+            at: Instant::now(),
+            publish,
+        });
+        while self.entries.len() > RESEND_WINDOW_MAX_MESSAGES
+            || self.bytes > RESEND_WINDOW_MAX_BYTES
+        {
+            self.pop();
+        }
+    }
+
+    /// Forgets what was confirmed longer than the window ago.
+    fn expire(&mut self, now: Instant) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|c| now.duration_since(c.at) > self.window)
+        {
+            self.pop();
+        }
+    }
+
+    fn pop(&mut self) {
+        if let Some(c) = self.entries.pop_front() {
+            self.bytes -= c.publish.payload.len() + c.publish.topic.len();
+        }
+    }
+
+    /// Everything kept, oldest first; the window is empty afterwards.
+    fn take(&mut self) -> Vec<Confirmed> {
+        self.bytes = 0;
+        self.entries.drain(..).collect()
+    }
+}
+
 struct PendingSubscribe {
     filters: Vec<(String, Qos)>,
     waiter: Option<oneshot::Sender<Result<Vec<Qos>, MqttError>>>,
@@ -1067,6 +1148,10 @@ struct Core {
     next_seq: u64,
     /// Every unconfirmed publish, by sequence (the order callers gave).
     unconfirmed: BTreeMap<u64, Unconfirmed>,
+    /// Recently confirmed publishes, sent again after a reconnect.
+    resend: ResendWindow,
+    /// A connection was made before: the next CONNACK is a reconnect.
+    was_connected: bool,
     /// Sequence numbers waiting to be handed to rumqttc, in order.
     backlog: VecDeque<u64>,
     /// Requests handed to rumqttc whose packet id is not known yet.
@@ -1105,6 +1190,7 @@ impl Driver {
         first: oneshot::Sender<Result<(), MqttError>>,
     ) -> Driver {
         let (sender, el) = build_client(&options, &options.brokers[0], ca.as_deref());
+        let resend = ResendWindow::new(options.resend_window);
         Driver {
             el,
             core: Core {
@@ -1121,6 +1207,8 @@ impl Driver {
                 attempt: 0,
                 next_seq: 0,
                 unconfirmed: BTreeMap::new(),
+                resend,
+                was_connected: false,
                 backlog: VecDeque::new(),
                 handed: VecDeque::new(),
                 publish_pkids: HashMap::new(),
@@ -1389,8 +1477,13 @@ impl Core {
                                 reason,
                             }),
                         };
+                        let accepted = result.is_ok();
                         if let Some(w) = entry.waiter.take() {
                             let _ = w.send(result);
+                        }
+                        if accepted {
+                            self.resend.expire(Instant::now());
+                            self.resend.push(seq, entry.publish);
                         }
                     }
                 }
@@ -1473,6 +1566,28 @@ impl Core {
     /// order callers gave it; subscriptions are renewed when the broker did
     /// not keep the session.
     fn resend_after_connect(&mut self, session_present: bool) {
+        // A reconnect: the broker may have lost what it confirmed shortly
+        // before the connection broke (it confirms before it saves), even
+        // when it kept the session. The recently confirmed publishes take
+        // their original places in the order again.
+        if std::mem::replace(&mut self.was_connected, true) {
+            let again = self.resend.take();
+            if !again.is_empty() {
+                tracing::info!(
+                    messages = again.len(),
+                    "re-sending the publishes confirmed shortly before the connection was lost"
+                );
+            }
+            for c in again {
+                self.unconfirmed.insert(
+                    c.seq,
+                    Unconfirmed {
+                        publish: c.publish,
+                        waiter: None,
+                    },
+                );
+            }
+        }
         self.handed.clear();
         self.publish_pkids.clear();
         self.subscribe_pkids.clear();
@@ -1520,6 +1635,11 @@ impl Core {
     /// The connection failed or was lost: back off (serving commands
     /// meanwhile) and try the next broker. False ends the driver.
     async fn lost(&mut self, err: PollError) -> bool {
+        if self.connected {
+            // The window is measured back from the moment the connection
+            // broke, however long the reconnect takes.
+            self.resend.expire(Instant::now());
+        }
         self.connected = false;
         // Unacknowledged messages come again on the next connection.
         self.epoch += 1;

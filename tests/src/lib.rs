@@ -220,6 +220,13 @@ impl Mosquitto {
     /// persistent mosquitto save its state) and starts it again on the same
     /// port with the same configuration and data.
     pub fn restart(&mut self, graceful: bool) {
+        self.stop(graceful);
+        self.start_again();
+    }
+
+    /// Stops the broker (SIGKILL, or SIGTERM when `graceful`) and waits
+    /// for it to exit; [`Mosquitto::start_again`] brings it back.
+    pub fn stop(&mut self, graceful: bool) {
         if graceful {
             let _ = Command::new("kill")
                 .arg("-TERM")
@@ -229,6 +236,11 @@ impl Mosquitto {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same port with the same
+    /// configuration and data (after [`Mosquitto::stop`]).
+    pub fn start_again(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Some(child) = launch(&self.conf, self.port) {

@@ -1,0 +1,673 @@
+//! Faults on purpose: the broker, a listener or the disk fails in the
+//! middle of real traffic, and nothing is lost or processed twice.
+//!
+//! Every test counts what a real listener process (`fault-listener`, the
+//! listener runtime writing one ledger line per finished message) did with
+//! what real publishers sent: `signalbox pub --stdin` and the mail, cron
+//! and git bridges, against a private mosquitto with persistence on. The
+//! figures each test prints are the rows of RELIABILITY.md.
+
+mod bridge_support;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bridge_support::{bridge, run_input, LIMIT};
+use signalbox_e2e::{bin, embedded_broker, isolate, mosquitto_persistent, signalbox, KillOnDrop};
+
+/// How long a test waits for everything to arrive after the fault.
+const SETTLE: Duration = Duration::from_secs(120);
+
+/// `FAULTS_RESEND_WINDOW=0 cargo test --test faults broker_killed` runs the
+/// broker test with the publishers' re-send window off, to show the gap it
+/// closes (the test then fails, reporting what was lost).
+fn with_resend_window(cmd: &mut Command) -> &mut Command {
+    if let Ok(window) = std::env::var("FAULTS_RESEND_WINDOW") {
+        cmd.env("SIGNALBOX_RESEND_WINDOW", window);
+    }
+    cmd
+}
+
+/// One line of a listener's ledger.
+#[derive(Debug, Clone)]
+struct Entry {
+    id: String,
+    topic: String,
+    summary: String,
+    millis: u128,
+}
+
+fn read_ledger(path: &Path) -> Vec<Entry> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(4, '\t');
+            Some(Entry {
+                id: parts.next()?.to_string(),
+                topic: parts.next()?.to_string(),
+                summary: parts.next()?.to_string(),
+                millis: parts.next()?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// What a ledger says: messages processed, distinct, and processed twice.
+#[derive(Debug)]
+struct Tally {
+    processed: usize,
+    distinct: usize,
+    twice: Vec<String>,
+}
+
+fn tally(entries: &[Entry]) -> Tally {
+    let mut count: HashMap<&str, usize> = HashMap::new();
+    for e in entries {
+        *count.entry(&e.id).or_default() += 1;
+    }
+    Tally {
+        processed: entries.len(),
+        distinct: count.len(),
+        twice: count
+            .iter()
+            .filter(|(_, n)| **n > 1)
+            .map(|(id, _)| id.to_string())
+            .collect(),
+    }
+}
+
+/// Waits until the ledger holds `want` distinct messages (or `limit`
+/// passes), then a little longer so that late repeats would show.
+fn wait_for_distinct(path: &Path, want: usize, limit: Duration) -> Vec<Entry> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let entries = read_ledger(path);
+        if tally(&entries).distinct >= want || Instant::now() > deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            return read_ledger(path);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The first run of digits in `s`: the sequence number each source puts
+/// in its summaries ("line 17", "mail 17", "job17 finished…", "commit 17").
+fn number_in(s: &str) -> Option<u64> {
+    let start = s.find(|c: char| c.is_ascii_digit())?;
+    let digits: String = s[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    digits.parse().ok()
+}
+
+/// Sources whose sequence numbers went backwards in the ledger (first
+/// processing of each message only: a repeat is counted elsewhere).
+fn order_breaks(
+    entries: &[Entry],
+    source_of: impl Fn(&Entry) -> Option<&'static str>,
+) -> Vec<String> {
+    let mut last: HashMap<&'static str, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut breaks = Vec::new();
+    for e in entries {
+        if !seen.insert(e.id.clone()) {
+            continue;
+        }
+        let (Some(source), Some(n)) = (source_of(e), number_in(&e.summary)) else {
+            continue;
+        };
+        // A cron run's start comes before its end, both with its number.
+        let n = 2 * n + u64::from(!e.summary.contains(" started"));
+        if let Some(prev) = last.insert(source, n) {
+            if n <= prev {
+                breaks.push(format!("{source}: {n} after {prev} ({})", e.summary));
+            }
+        }
+    }
+    breaks
+}
+
+fn now_millis() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+}
+
+/// A `fault-listener` process on `filter`, killed by pid when dropped.
+struct FaultListener {
+    child: KillOnDrop,
+}
+
+impl FaultListener {
+    fn start(url: &str, state: &Path, ledger: &Path, filter: &str, delay_ms: u64) -> FaultListener {
+        let mut cmd = Command::new(bin("fault-listener"));
+        isolate(&mut cmd);
+        with_resend_window(&mut cmd);
+        let child = cmd
+            .arg(url)
+            .arg(state)
+            .arg(ledger)
+            .arg(filter)
+            .arg(delay_ms.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start fault-listener");
+        FaultListener {
+            child: KillOnDrop(child),
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
+    /// SIGTERM, then the exit code (None when it did not exit in time).
+    fn terminate(mut self, limit: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// Waits until the listener `name` reports itself up on the bus.
+fn wait_until_up(url: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = signalbox_e2e::run_with_limit(
+            signalbox(url).args(["health", "--expect", name, "--wait", "0.5"]),
+            Duration::from_secs(30),
+        );
+        if out.code == 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "listener {name} not up: {}{}",
+            out.stdout,
+            out.stderr
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `signalbox pub --stdin` on `topic`, fed `lines` one per `pace`.
+fn pub_stream(
+    url: &str,
+    topic: &str,
+    lines: Vec<String>,
+    pace: Duration,
+) -> std::thread::JoinHandle<signalbox_e2e::Finished> {
+    let mut cmd = signalbox(url);
+    with_resend_window(&mut cmd).args(["pub", "--stdin", "--timeout", "120", topic]);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn pub");
+    let mut stdin = child.stdin.take().expect("stdin");
+    std::thread::spawn(move || {
+        for line in lines {
+            if writeln!(stdin, "{line}").is_err() {
+                break;
+            }
+            if !pace.is_zero() {
+                std::thread::sleep(pace);
+            }
+        }
+        drop(stdin);
+        signalbox_e2e::wait_with_limit(child, Duration::from_secs(240))
+    })
+}
+
+fn mail(n: usize) -> Vec<u8> {
+    format!("From: Build <build@example.org>\nTo: ops@example.org\nSubject: mail {n}\n\nbody {n}\n")
+        .into_bytes()
+}
+
+/// A git repository with `n` commits on `main` (made by `git fast-import`
+/// in one process), and their ids, oldest first.
+fn repo_with_commits(dir: &Path, n: usize) -> Vec<String> {
+    let git = |args: &[&str], input: Option<&[u8]>| {
+        let mut child = Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("HOME", dir)
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("git");
+        let mut stdin = child.stdin.take().expect("stdin");
+        if let Some(input) = input {
+            stdin.write_all(input).expect("git input");
+        }
+        drop(stdin);
+        let out = child.wait_with_output().expect("git");
+        assert!(
+            out.status.success(),
+            "git {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    git(&["init", "-q", "-b", "main"], None);
+    let mut stream = String::new();
+    for i in 0..n {
+        let msg = format!("commit {i}");
+        stream.push_str(&format!(
+            "commit refs/heads/main\nmark :{}\ncommitter Dev <dev@example.org> {} +0000\ndata {}\n{}\n",
+            i + 1,
+            1_700_000_000 + i,
+            msg.len(),
+            msg
+        ));
+        if i > 0 {
+            stream.push_str(&format!("from :{i}\n"));
+        }
+        stream.push('\n');
+    }
+    git(&["fast-import", "--quiet"], Some(stream.as_bytes()));
+    let revs = git(&["rev-list", "--reverse", "main"], None);
+    revs.lines().map(str::to_string).collect()
+}
+
+/// Classifies a ledger entry of the broker-kill test by its publisher.
+fn source_of(e: &Entry) -> Option<&'static str> {
+    if e.topic.ends_with("/faults/stream") {
+        Some("pub --stdin")
+    } else if e.topic.contains("/mail/") {
+        Some("mail")
+    } else if e.topic.contains("/cron/") {
+        Some("cron")
+    } else if e.topic.ends_with("/commit") {
+        Some("git")
+    } else {
+        None
+    }
+}
+
+/// Fault 1: mosquitto (persistence on) is killed with SIGKILL in the
+/// middle of 10,000 messages from `pub --stdin` and the mail, cron and git
+/// bridges, and started again 3 s later. Every message is processed once,
+/// in order per source.
+#[test]
+fn broker_killed_mid_stream_loses_and_repeats_nothing() {
+    let Some(mut m) = mosquitto_persistent("broker_killed_mid_stream_loses_and_repeats_nothing")
+    else {
+        return;
+    };
+    let url = m.url();
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let listener_state = work.path().join("listener");
+    let listener = FaultListener::start(&url, &listener_state, &ledger, "signalbox/dev/#", 0);
+    wait_until_up(&url, "fault");
+
+    const STREAM: usize = 6_000;
+    const MAILS: usize = 1_000;
+    const CRON_RUNS: usize = 500; // a start and an end message each
+    const PUSHES: usize = 20;
+    const COMMITS_PER_PUSH: usize = 98; // + a branch update and a head each
+    let expected = STREAM + MAILS + 2 * CRON_RUNS + PUSHES * (COMMITS_PER_PUSH + 2);
+    assert_eq!(expected, 10_000);
+
+    let repo = work.path().join("repo");
+    std::fs::create_dir_all(&repo).expect("repo dir");
+    let revs = repo_with_commits(&repo, PUSHES * COMMITS_PER_PUSH);
+
+    let started = Instant::now();
+    // About 10 s of traffic from each source; the broker dies at 2 s.
+    let stream = pub_stream(
+        &url,
+        "signalbox/dev/faults/stream",
+        (0..STREAM).map(|i| format!("line {i}")).collect(),
+        Duration::from_micros(1_500),
+    );
+    let spawn_runs = |state: PathBuf,
+                      runs: usize,
+                      pace: Duration,
+                      run: Box<dyn Fn(&Path, usize) -> i32 + Send>| {
+        std::thread::spawn(move || {
+            let mut codes = Vec::new();
+            for i in 0..runs {
+                codes.push(run(&state, i));
+                std::thread::sleep(pace);
+            }
+            codes
+        })
+    };
+    let url_mail = url.clone();
+    let mails = spawn_runs(
+        work.path().join("mail-state"),
+        MAILS,
+        Duration::from_millis(5),
+        Box::new(move |state, i| {
+            run_input(
+                with_resend_window(&mut bridge(&url_mail, state)).arg("mail"),
+                &mail(i),
+                LIMIT,
+            )
+            .code
+        }),
+    );
+    let url_cron = url.clone();
+    let crons = spawn_runs(
+        work.path().join("cron-state"),
+        CRON_RUNS,
+        Duration::from_millis(10),
+        Box::new(move |state, i| {
+            run_input(
+                with_resend_window(&mut bridge(&url_cron, state)).args([
+                    "cron",
+                    "--job",
+                    &format!("job{i}"),
+                    "--",
+                    "true",
+                ]),
+                b"",
+                LIMIT,
+            )
+            .code
+        }),
+    );
+    let url_git = url.clone();
+    let repo_git = repo.clone();
+    let pushes = spawn_runs(
+        work.path().join("git-state"),
+        PUSHES,
+        Duration::from_millis(400),
+        Box::new(move |state, k| {
+            let old = if k == 0 {
+                "0".repeat(40)
+            } else {
+                revs[k * COMMITS_PER_PUSH - 1].clone()
+            };
+            let new = &revs[(k + 1) * COMMITS_PER_PUSH - 1];
+            let line = format!("{old} {new} refs/heads/main\n");
+            let mut cmd = bridge(&url_git, state);
+            with_resend_window(&mut cmd)
+                .current_dir(&repo_git)
+                .args(["git", "--repo", "faults"]);
+            run_input(&mut cmd, line.as_bytes(), LIMIT).code
+        }),
+    );
+
+    std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+    m.stop(false);
+    let killed_at = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    m.start_again();
+    let back_millis = now_millis();
+    eprintln!(
+        "broker killed (SIGKILL) at +2 s, back after {:?}",
+        killed_at.elapsed()
+    );
+
+    for (what, handle) in [("mail", mails), ("cron", crons), ("git", pushes)] {
+        let codes = handle.join().expect("source thread");
+        assert!(
+            codes.iter().all(|c| *c == 0),
+            "{what} bridge exit codes: {codes:?}"
+        );
+    }
+    let out = stream.join().expect("pub thread");
+    assert_eq!(out.code, 0, "pub --stdin: {}", out.stderr);
+    // What was spooled while the broker was away goes out now (a later run
+    // of each bridge would do the same).
+    for state in ["mail-state", "cron-state", "git-state"] {
+        let out = signalbox_e2e::run_with_limit(
+            bridge(&url, &work.path().join(state)).args(["spool", "flush", "--timeout", "30"]),
+            LIMIT,
+        );
+        assert_eq!(out.code, 0, "spool flush {state}: {}", out.stderr);
+    }
+
+    let entries = wait_for_distinct(&ledger, expected, SETTLE);
+    listener.kill();
+    let t = tally(&entries);
+    let resumed = entries
+        .iter()
+        .map(|e| e.millis)
+        .filter(|ms| *ms >= back_millis)
+        .min()
+        .map(|ms| ms - back_millis);
+    let mut per_source: HashMap<&str, HashSet<&str>> = HashMap::new();
+    for e in &entries {
+        if let Some(s) = source_of(e) {
+            per_source.entry(s).or_default().insert(&e.id);
+        }
+    }
+    eprintln!(
+        "RELIABILITY broker SIGKILL: sent {expected}, processed {}, distinct {}, processed twice {}, lost {}, first message processed {} ms after the broker was back; per source: {:?}",
+        t.processed,
+        t.distinct,
+        t.twice.len(),
+        expected.saturating_sub(t.distinct),
+        resumed.map_or("?".into(), |ms| ms.to_string()),
+        per_source.iter().map(|(s, ids)| (*s, ids.len())).collect::<Vec<_>>()
+    );
+    assert!(t.twice.is_empty(), "processed twice: {:?}", t.twice);
+    assert_eq!(
+        t.distinct,
+        expected,
+        "lost {} messages",
+        expected.saturating_sub(t.distinct)
+    );
+    let breaks = order_breaks(&entries, source_of);
+    assert!(
+        breaks.is_empty(),
+        "order per source broken {} times, first: {:?}",
+        breaks.len(),
+        &breaks[..breaks.len().min(10)]
+    );
+}
+
+/// Fault 2: a listener killed with SIGKILL in the middle of processing
+/// processes, once restarted, what it had in hand and what arrived
+/// meanwhile, and nothing twice. On both brokers.
+#[test]
+fn listener_killed_mid_processing_resumes_without_repeats() {
+    let embedded = embedded_broker();
+    listener_kill_case("embedded", &embedded.url());
+    if let Some(m) = mosquitto_persistent("listener_killed_mid_processing_resumes_without_repeats")
+    {
+        listener_kill_case("mosquitto", &m.url());
+    }
+}
+
+fn listener_kill_case(broker: &str, url: &str) {
+    const FIRST: usize = 600;
+    const MEANWHILE: usize = 400;
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let state = work.path().join("listener");
+    let filter = "signalbox/dev/work/#";
+    // 5 ms of work per message: the kill lands in the middle of one.
+    let listener = FaultListener::start(url, &state, &ledger, filter, 5);
+    wait_until_up(url, "fault");
+    let out = pub_stream(
+        url,
+        "signalbox/dev/work/job",
+        (0..FIRST).map(|i| format!("first {i}")).collect(),
+        Duration::ZERO,
+    )
+    .join()
+    .expect("pub");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // Kill it once it is about a third through.
+    let deadline = Instant::now() + LIMIT;
+    while read_ledger(&ledger).len() < FIRST / 3 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    listener.kill();
+    let at_kill = read_ledger(&ledger).len();
+    assert!(
+        at_kill < FIRST,
+        "{broker}: the listener finished before the kill"
+    );
+    let out = pub_stream(
+        url,
+        "signalbox/dev/work/job",
+        (FIRST..FIRST + MEANWHILE)
+            .map(|i| format!("meanwhile {i}"))
+            .collect(),
+        Duration::ZERO,
+    )
+    .join()
+    .expect("pub");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let restarted = Instant::now();
+    let listener = FaultListener::start(url, &state, &ledger, filter, 5);
+    let entries = wait_for_distinct(&ledger, FIRST + MEANWHILE, SETTLE);
+    listener.kill();
+    let t = tally(&entries);
+    eprintln!(
+        "RELIABILITY listener SIGKILL ({broker}): sent {}, processed {}, distinct {}, processed twice {}, lost {}, killed after {at_kill}, drained {:?} after restart",
+        FIRST + MEANWHILE,
+        t.processed,
+        t.distinct,
+        t.twice.len(),
+        (FIRST + MEANWHILE).saturating_sub(t.distinct),
+        restarted.elapsed()
+    );
+    assert!(
+        t.twice.is_empty(),
+        "{broker}: processed twice: {:?}",
+        t.twice
+    );
+    assert_eq!(t.distinct, FIRST + MEANWHILE, "{broker}: lost messages");
+    let breaks = order_breaks(&entries, |_| Some("pub"));
+    assert!(breaks.is_empty(), "{broker}: order broken: {breaks:?}");
+}
+
+/// Fault 6: SIGTERM stops a listener between messages: the one in hand is
+/// finished and acknowledged, the rest wait for the next run.
+#[test]
+fn sigterm_drains_the_message_in_hand() {
+    let broker = embedded_broker();
+    let url = broker.url();
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let state = work.path().join("listener");
+    let filter = "signalbox/dev/slow/#";
+    const N: usize = 20;
+    let listener = FaultListener::start(&url, &state, &ledger, filter, 300);
+    wait_until_up(&url, "fault");
+    let out = pub_stream(
+        &url,
+        "signalbox/dev/slow/job",
+        (0..N).map(|i| format!("slow {i}")).collect(),
+        Duration::ZERO,
+    )
+    .join()
+    .expect("pub");
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // In the middle of the second message.
+    std::thread::sleep(Duration::from_millis(450));
+    let code = listener.terminate(Duration::from_secs(10));
+    assert_eq!(code, Some(0), "SIGTERM: exit code");
+    let after_term = read_ledger(&ledger);
+    assert!(
+        (1..N).contains(&after_term.len()),
+        "the message in hand is finished, the rest wait: {} done",
+        after_term.len()
+    );
+    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    let entries = wait_for_distinct(&ledger, N, Duration::from_secs(30));
+    listener.kill();
+    let t = tally(&entries);
+    eprintln!(
+        "RELIABILITY SIGTERM listener: sent {N}, processed {}, distinct {}, processed twice {}, finished before exit {}",
+        t.processed,
+        t.distinct,
+        t.twice.len(),
+        after_term.len()
+    );
+    assert!(t.twice.is_empty(), "processed twice: {:?}", t.twice);
+    assert_eq!(t.distinct, N);
+}
+
+/// Fault 3: the spool cannot be written while the broker is away. The mail
+/// bridge makes the MTA retry (exit 75), the cron wrapper keeps the job's
+/// own exit code, and both say why in one line.
+#[test]
+fn an_unwritable_spool_makes_mail_retry_and_keeps_the_cron_exit_code() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let state = work.path().join("state");
+    std::fs::create_dir_all(&state).expect("state");
+    // A file where the spool directory should be: no process, root
+    // included, can create spool files under it.
+    let spool = work.path().join("spool-is-a-file");
+    std::fs::write(&spool, "not a directory").expect("file");
+    let dead = bridge_support::dead_broker();
+    let run = |args: &[&str], input: &[u8]| {
+        let mut cmd = bridge(&dead, &state);
+        cmd.env("SIGNALBOX_SPOOL", &spool).args(args);
+        run_input(&mut cmd, input, LIMIT)
+    };
+    let out = run(&["mail"], &mail(1));
+    assert_eq!(out.code, 75, "mail: exit code; stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("spool"),
+        "mail names the spool: {}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+
+    let out = run(
+        &[
+            "cron",
+            "--job",
+            "backup",
+            "--",
+            "sh",
+            "-c",
+            "echo done; exit 3",
+        ],
+        b"",
+    );
+    assert_eq!(
+        out.code, 3,
+        "cron keeps the job's exit code; stderr: {}",
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("done"),
+        "the job's output passes through: {}",
+        out.stdout
+    );
+    assert!(
+        out.stderr.contains("spool"),
+        "cron names the spool: {}",
+        out.stderr
+    );
+
+    let out = run(&["cron", "--job", "backup", "--", "true"], b"");
+    assert_eq!(
+        out.code, 0,
+        "a job that succeeded still exits 0: {}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("spool"), "{}", out.stderr);
+}
