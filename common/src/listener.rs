@@ -238,6 +238,14 @@ struct Shared {
     last_error: Option<String>,
     /// When something last went wrong (handler failure, reconnect).
     last_trouble: Option<DateTime<Utc>>,
+    /// Jobs waiting for the worker, as of the last heartbeat.
+    backlog: u64,
+    /// How old (by its envelope time) the last message was when its
+    /// handling began: grows when the listener falls behind the bus.
+    lag_s: Option<f64>,
+    /// The connection to the broker is lost: degraded until it is back
+    /// (the reports made meanwhile reach the broker after the reconnect).
+    disconnected: bool,
     /// Open failure records of this listener, by id.
     records: BTreeMap<String, FailureRecord>,
     /// The roster as last received.
@@ -324,6 +332,9 @@ where
             counters: Counters::default(),
             last_error: None,
             last_trouble: None,
+            disconnected: false,
+            backlog: 0,
+            lag_s: None,
             records: BTreeMap::new(),
             roster: None,
         }),
@@ -393,6 +404,7 @@ where
                 }
             },
             _ = heartbeat.tick(), if subscribed => {
+                runtime.lock().backlog = (work_tx.max_capacity() - work_tx.capacity()) as u64;
                 runtime.publish_health(runtime.current_state());
                 runtime.ensure_on_roster();
             }
@@ -407,11 +419,21 @@ where
                     ConnState::Reconnecting { error, .. } => {
                         if was_connected {
                             runtime.trouble(format!("connection lost: {error}"));
+                            runtime.lock().disconnected = true;
                         }
                         was_connected = false;
                     }
                     ConnState::Connected { .. } => {
                         if !was_connected {
+                            // Degraded for one more interval after an outage,
+                            // so that monitoring sees it happened.
+                            {
+                                let mut shared = runtime.lock();
+                                if shared.disconnected {
+                                    shared.last_trouble = Some(Utc::now());
+                                }
+                                shared.disconnected = false;
+                            }
                             runtime.publish_health(runtime.current_state());
                         }
                         was_connected = true;
@@ -533,6 +555,7 @@ impl Runtime {
         let window = chrono::Duration::from_std(self.interval)
             .unwrap_or_else(|_| chrono::Duration::seconds(10));
         match s.last_trouble {
+            _ if s.disconnected => HealthState::Degraded,
             Some(t) if Utc::now() - t < window => HealthState::Degraded,
             _ => HealthState::Up,
         }
@@ -546,6 +569,12 @@ impl Runtime {
         r.subscriptions = self.subscriptions.clone();
         r.counters = s.counters;
         r.last_error = s.last_error.clone();
+        // Back-pressure, for operators: what waits here, and how far
+        // behind the bus the handler is.
+        r.extra.insert("backlog".into(), s.backlog.into());
+        if let Some(lag) = s.lag_s {
+            r.extra.insert("lag_s".into(), ((lag * 10.0).round() / 10.0).into());
+        }
         r
     }
 
@@ -926,6 +955,10 @@ async fn handle_message<H, Fut>(
     runtime.lock().counters.received += 1;
     let decoded = Arc::new(Payload::decode(&message.payload));
     let envelope_id = decoded.envelope().map(|e| e.id.to_string());
+    if let Some(e) = decoded.envelope() {
+        let lag = (Utc::now() - e.time).num_milliseconds().max(0) as f64 / 1000.0;
+        runtime.lock().lag_s = Some(lag);
+    }
     if let Some(id) = &envelope_id {
         if seen.contains(id) {
             runtime.lock().counters.duplicates += 1;

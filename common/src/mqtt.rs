@@ -834,9 +834,19 @@ impl Loop {
     /// Drops rumqttc's own resend queue: the driver resends what is
     /// unconfirmed itself, in order, whatever the broker kept.
     fn clear_pending(&mut self) {
+        // Events rumqttc buffered before the connection broke (outgoing
+        // packet ids, PUBACKs, deliveries) belong to the dead connection:
+        // yielded after the next CONNACK they would pair old packet ids
+        // with new publishes and leave one of them unconfirmed for ever.
         match self {
-            Loop::V4(el) => el.pending.clear(),
-            Loop::V5(el) => el.pending.clear(),
+            Loop::V4(el) => {
+                el.pending.clear();
+                el.state.events.clear();
+            }
+            Loop::V5(el) => {
+                el.pending.clear();
+                el.state.events.clear();
+            }
         }
     }
 }

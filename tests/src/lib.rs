@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use signalbox_common::broker::{BrokerOptions, EmbeddedBroker};
 
+pub mod tmux;
+
 /// A free TCP port on 127.0.0.1 (released before return; the window until
 /// the caller binds it is short).
 pub fn free_port() -> u16 {
@@ -236,6 +238,26 @@ impl Mosquitto {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+
+    /// Freezes the broker (SIGSTOP): connections stay open but nothing
+    /// answers, as in a network partition. [`Mosquitto::resume`] ends it.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused broker run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(sig)
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig} mosquitto");
     }
 
     /// Starts the broker again on the same port with the same

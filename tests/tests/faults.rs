@@ -145,9 +145,20 @@ struct FaultListener {
 
 impl FaultListener {
     fn start(url: &str, state: &Path, ledger: &Path, filter: &str, delay_ms: u64) -> FaultListener {
+        Self::start_with(url, state, ledger, filter, delay_ms, &[])
+    }
+
+    fn start_with(
+        url: &str,
+        state: &Path,
+        ledger: &Path,
+        filter: &str,
+        delay_ms: u64,
+        env: &[(&str, &str)],
+    ) -> FaultListener {
         let mut cmd = Command::new(bin("fault-listener"));
         isolate(&mut cmd);
-        with_resend_window(&mut cmd);
+        with_resend_window(&mut cmd).envs(env.iter().copied());
         let child = cmd
             .arg(url)
             .arg(state)
@@ -161,6 +172,10 @@ impl FaultListener {
         FaultListener {
             child: KillOnDrop(child),
         }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.0.try_wait(), Ok(None))
     }
 
     fn pid(&self) -> u32 {
@@ -216,7 +231,18 @@ fn pub_stream(
     lines: Vec<String>,
     pace: Duration,
 ) -> std::thread::JoinHandle<signalbox_e2e::Finished> {
+    pub_stream_with(url, topic, lines, pace, &[])
+}
+
+fn pub_stream_with(
+    url: &str,
+    topic: &str,
+    lines: Vec<String>,
+    pace: Duration,
+    env: &[(&str, &str)],
+) -> std::thread::JoinHandle<signalbox_e2e::Finished> {
     let mut cmd = signalbox(url);
+    cmd.envs(env.iter().copied());
     with_resend_window(&mut cmd).args(["pub", "--stdin", "--timeout", "120", topic]);
     let mut child = cmd
         .stdin(Stdio::piped())
@@ -670,4 +696,317 @@ fn an_unwritable_spool_makes_mail_retry_and_keeps_the_cron_exit_code() {
         out.stderr
     );
     assert!(out.stderr.contains("spool"), "{}", out.stderr);
+}
+
+/// The listener's health state as `signalbox health --json` reports it.
+fn health_state(url: &str, name: &str) -> Option<String> {
+    let out = signalbox_e2e::run_with_limit(
+        signalbox(url).args(["health", "--json", "--wait", "0.3"]),
+        Duration::from_secs(20),
+    );
+    let reports: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    reports
+        .as_array()?
+        .iter()
+        .find(|r| r["listener"] == name)
+        .and_then(|r| r["state"].as_str())
+        .map(str::to_string)
+}
+
+/// Fault 4: a network partition, simulated by freezing the broker
+/// (SIGSTOP: connections stay open, nothing answers) for 60 s. The
+/// listener and a publisher stay up, the console shows "reconnecting", and
+/// everything recovers without anyone acting: the listener reports
+/// `degraded` once back, then `up`, and every message published during the
+/// partition is processed once.
+#[test]
+fn a_60_s_partition_degrades_then_recovers_on_its_own() {
+    if !signalbox_e2e::tmux::tmux_available() {
+        return;
+    }
+    let Some(m) = mosquitto_persistent("a_60_s_partition_degrades_then_recovers_on_its_own") else {
+        return;
+    };
+    let url = m.url();
+    // Keepalive 5 s: a frozen broker is noticed within about 10 s.
+    let env = [("SIGNALBOX_KEEPALIVE", "5"), ("FAULT_HEALTH_INTERVAL", "3")];
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let mut listener = FaultListener::start_with(
+        &url,
+        &work.path().join("listener"),
+        &ledger,
+        "signalbox/dev/part/#",
+        0,
+        &env,
+    );
+    wait_until_up(&url, "fault");
+    let console = format!(
+        "SIGNALBOX_KEEPALIVE=5 '{}' --broker {url}; sleep 60",
+        bin("signalbox").display()
+    );
+    let tmux = signalbox_e2e::tmux::Tmux::start(120, 30, &console).expect("tmux");
+    tmux.wait_for(&["1 Dashboard", "connected"]);
+
+    const LINES: usize = 700; // one per 100 ms: before, during and after
+    let stream = pub_stream_with(
+        &url,
+        "signalbox/dev/part/stream",
+        (0..LINES).map(|i| format!("line {i}")).collect(),
+        Duration::from_millis(100),
+        &env,
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    m.pause();
+    let paused = Instant::now();
+    tmux.wait_for_within(&["reconnecting"], Duration::from_secs(30));
+    let noticed = paused.elapsed();
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(paused.elapsed()));
+    assert!(
+        listener.running(),
+        "the listener stays up during the partition"
+    );
+    assert!(
+        !stream.is_finished(),
+        "the publisher stays up during the partition"
+    );
+    m.resume();
+    let resumed = Instant::now();
+
+    // Degraded once back (the outage is reported), then up again.
+    let mut states = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Some(state) = health_state(&url, "fault") {
+            if states.last() != Some(&state) {
+                states.push(state.clone());
+            }
+            if state == "up" && states.iter().any(|s| s == "degraded") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let recovered = resumed.elapsed();
+    let screen = tmux.wait_for_within(&["connected"], Duration::from_secs(30));
+    assert!(
+        !screen.contains("reconnecting"),
+        "the console recovered:\n{screen}"
+    );
+    let console_back = resumed.elapsed();
+
+    let out = stream.join().expect("pub");
+    assert_eq!(
+        out.code, 0,
+        "pub --stdin across the partition: {}",
+        out.stderr
+    );
+    let entries = wait_for_distinct(&ledger, LINES, SETTLE);
+    listener.kill();
+    let t = tally(&entries);
+    eprintln!(
+        "RELIABILITY partition 60 s: sent {LINES}, processed {}, distinct {}, processed twice {}, lost {}, noticed after {noticed:?}, health {states:?} within {recovered:?}, console connected again {console_back:?} after the broker answered",
+        t.processed,
+        t.distinct,
+        t.twice.len(),
+        LINES.saturating_sub(t.distinct)
+    );
+    assert!(
+        states.iter().any(|s| s == "degraded") && states.last().map(String::as_str) == Some("up"),
+        "health went degraded then up: {states:?}"
+    );
+    assert!(t.twice.is_empty(), "processed twice: {:?}", t.twice);
+    assert_eq!(t.distinct, LINES, "lost messages");
+    let breaks = order_breaks(&entries, |_| Some("pub"));
+    assert!(breaks.is_empty(), "order broken: {breaks:?}");
+}
+
+/// Resident memory of a process, in KiB (VmRSS).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The listener's health report (`signalbox health --json`).
+fn health_report(url: &str, name: &str) -> Option<serde_json::Value> {
+    let out = signalbox_e2e::run_with_limit(
+        signalbox(url).args(["health", "--json", "--wait", "0.5"]),
+        Duration::from_secs(20),
+    );
+    let reports: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+    reports
+        .as_array()?
+        .iter()
+        .find(|r| r["listener"] == name)
+        .cloned()
+}
+
+/// Fault 5: a slow consumer (1 s per message) under 100 msg/s for 30 s.
+/// Memory stays bounded on every side (the broker holds the backlog, the
+/// listener only its in-flight window), the listener's health shows how
+/// far behind it is, and once it is fast again it catches up with nothing
+/// lost or repeated.
+#[test]
+fn a_slow_consumer_stays_bounded_and_shows_its_lag() {
+    let Some(m) = mosquitto_persistent("a_slow_consumer_stays_bounded_and_shows_its_lag") else {
+        return;
+    };
+    let url = m.url();
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let state = work.path().join("listener");
+    let filter = "signalbox/dev/slowc/#";
+    let listener = FaultListener::start(&url, &state, &ledger, filter, 1_000);
+    wait_until_up(&url, "fault");
+    const N: usize = 3_000; // 100 msg/s for 30 s
+    let mut pub_cmd = signalbox(&url);
+    let mut publisher = pub_cmd
+        .args([
+            "pub",
+            "--stdin",
+            "--timeout",
+            "120",
+            "signalbox/dev/slowc/job",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pub");
+    let pub_pid = publisher.id();
+    let mut stdin = publisher.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        for i in 0..N {
+            let _ = writeln!(stdin, "job {i}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let (mut peak_listener, mut peak_pub, mut peak_broker) = (0, 0, 0);
+    let mut samples = Vec::new();
+    while !feeder.is_finished() {
+        peak_listener = peak_listener.max(rss_kib(listener.pid()).unwrap_or(0));
+        peak_pub = peak_pub.max(rss_kib(pub_pid).unwrap_or(0));
+        peak_broker = peak_broker.max(rss_kib(m.pid()).unwrap_or(0));
+        samples.push(rss_kib(listener.pid()).unwrap_or(0));
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    feeder.join().expect("feeder");
+    let out = signalbox_e2e::wait_with_limit(publisher, Duration::from_secs(60));
+    assert_eq!(out.code, 0, "pub: {}", out.stderr);
+    let report = health_report(&url, "fault").expect("a health report");
+    let lag = report["lag_s"].as_f64().unwrap_or(0.0);
+    let done_slow = read_ledger(&ledger).len();
+    eprintln!(
+        "RELIABILITY slow consumer: sent {N} at 100 msg/s, handled {done_slow} at 1 s each; peak RSS listener {} MiB, pub {} MiB, mosquitto {} MiB; health lag_s {lag}, backlog {}",
+        peak_listener / 1024,
+        peak_pub / 1024,
+        peak_broker / 1024,
+        report["backlog"]
+    );
+    // The listener holds only what the broker lets it have in flight.
+    assert!(
+        peak_listener < 100 * 1024,
+        "listener RSS {peak_listener} KiB"
+    );
+    assert!(peak_pub < 100 * 1024, "publisher RSS {peak_pub} KiB");
+    let half = samples.len() / 2;
+    let (early, late) = (
+        samples[..half].iter().max().copied().unwrap_or(0),
+        samples[half..].iter().max().copied().unwrap_or(0),
+    );
+    assert!(
+        late < early + 16 * 1024,
+        "listener memory grows with the backlog: {early} KiB then {late} KiB"
+    );
+    assert!(lag > 5.0, "health shows the lag: {report}");
+    // Fast again: it catches up, nothing lost, nothing twice.
+    listener.kill();
+    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    let entries = wait_for_distinct(&ledger, N, SETTLE);
+    listener.kill();
+    let t = tally(&entries);
+    eprintln!(
+        "RELIABILITY slow consumer catch-up: processed {}, distinct {}, processed twice {}, lost {}",
+        t.processed,
+        t.distinct,
+        t.twice.len(),
+        N.saturating_sub(t.distinct)
+    );
+    assert!(t.twice.is_empty(), "processed twice: {:?}", t.twice);
+    assert_eq!(t.distinct, N);
+}
+
+/// Fault 6, the publisher side: `signalbox pub --stdin` stopped with
+/// SIGTERM while its input is still open stops reading, waits for the
+/// broker to confirm what it read, and exits 0: what reached the bus is a
+/// gapless prefix of the input.
+#[test]
+fn sigterm_stops_pub_stdin_after_what_it_read_is_confirmed() {
+    let broker = embedded_broker();
+    let url = broker.url();
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let listener = FaultListener::start(
+        &url,
+        &work.path().join("l"),
+        &ledger,
+        "signalbox/dev/term/#",
+        0,
+    );
+    wait_until_up(&url, "fault");
+    let mut child = signalbox(&url)
+        .args(["pub", "--stdin", "signalbox/dev/term/line"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("pub");
+    let pid = child.id();
+    let mut stdin = child.stdin.take().expect("stdin");
+    let feeder = std::thread::spawn(move || {
+        for i in 0..100_000 {
+            if writeln!(stdin, "line {i}").is_err() {
+                return i;
+            }
+            if i % 100 == 0 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        100_000
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let out = signalbox_e2e::wait_with_limit(child, Duration::from_secs(30));
+    let written = feeder.join().expect("feeder");
+    assert_eq!(out.code, 0, "pub after SIGTERM: {}", out.stderr);
+    assert!(
+        out.stderr.contains("stopping"),
+        "says it stops: {}",
+        out.stderr
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let entries = read_ledger(&ledger);
+    listener.kill();
+    let numbers: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| number_in(&e.summary))
+        .collect();
+    eprintln!(
+        "RELIABILITY SIGTERM pub --stdin: {} lines written before the pipe closed, {} confirmed and processed",
+        written,
+        numbers.len()
+    );
+    assert!(!numbers.is_empty(), "something was sent before SIGTERM");
+    assert!(
+        numbers.iter().enumerate().all(|(i, n)| *n == i as u64),
+        "the bus got a gapless prefix of the input, once each"
+    );
 }

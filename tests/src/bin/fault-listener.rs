@@ -12,7 +12,8 @@
 //! DELAY_MS is the work each message takes before its line is written
 //! (default 0). SIGTERM or SIGINT stop it gracefully: the message in hand
 //! is finished first. Environment: `SIGNALBOX_*` settings apply (e.g.
-//! `SIGNALBOX_RESEND_WINDOW`); `SIGNALBOX_TEST_LOG=info` logs to stderr.
+//! `SIGNALBOX_RESEND_WINDOW`), `FAULT_HEALTH_INTERVAL` sets the health
+//! interval (default 1 s); `SIGNALBOX_TEST_LOG=info` logs to stderr.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -45,7 +46,12 @@ async fn main() {
         config_file: Some(empty),
         broker: Some(args[0].clone()),
         state_dir: Some(state.clone()),
-        health_interval: Some(1),
+        health_interval: Some(
+            std::env::var("FAULT_HEALTH_INTERVAL")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+        ),
         ..Default::default()
     };
     let config = Config::resolve_with(&flags, |k| std::env::var(k).ok()).expect("config");
