@@ -26,7 +26,8 @@ Examples:
   signalbox-bridge exec --name notify --filter 'signalbox/dev/git/#' -- ./notify.sh
   signalbox-bridge email --name commits --filter 'signalbox/dev/git/#' --smtp smtp://127.0.0.1:25 --to dev@example.org
   signalbox-bridge feed --name commits --filter 'signalbox/dev/git/#' --output commits.xml
-  signalbox-bridge webhook --name tracker --filter 'signalbox/dev/git/#' --url http://127.0.0.1:8080/hook";
+  signalbox-bridge webhook --name tracker --filter 'signalbox/dev/git/#' --url http://127.0.0.1:8080/hook
+  signalbox-bridge recorder --db /var/lib/signalbox/history.db --keep 90d";
 
 /// signalbox-bridge: turn the signals of legacy systems (mail, cron jobs, git
 /// pushes) into messages on the signalbox bus.
@@ -62,6 +63,8 @@ pub enum Command {
     Feed(outbound::feed::FeedArgs),
     /// Listener: POST each message to an HTTP endpoint (HMAC-signed)
     Webhook(outbound::webhook::WebhookArgs),
+    /// Listener: store every message in the SQLite history (`signalbox history`)
+    Recorder(outbound::recorder::RecorderArgs),
 }
 
 /// Runs one bridge command.
@@ -76,5 +79,6 @@ pub fn dispatch(global: &GlobalArgs, command: Command) -> BridgeResult {
         Command::Email(args) => outbound::email::run(global, args),
         Command::Feed(args) => outbound::feed::run(global, args),
         Command::Webhook(args) => outbound::webhook::run(global, args),
+        Command::Recorder(args) => outbound::recorder::run(global, args),
     }
 }

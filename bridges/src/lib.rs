@@ -13,14 +13,18 @@
 //! - [`outbound`]: bus → legacy listeners on the listener runtime:
 //!   [`outbound::exec`] (run a command per message), [`outbound::email`]
 //!   (SMTP, sendmail or a Maildir; digests), [`outbound::feed`] (an RSS or
-//!   Atom file, served over HTTP), [`outbound::webhook`] (signed HTTP POST).
+//!   Atom file, served over HTTP), [`outbound::webhook`] (signed HTTP POST),
+//!   [`outbound::recorder`] (every message into the history database).
 //! - [`spool`]: `signalbox-bridge spool flush|list`.
+//! - [`history`]: the message history database that
+//!   [`outbound::recorder`] writes and `signalbox history` reads.
 //!
 //! The logic lives here so that tests reach it; `main.rs` only parses flags
 //! and dispatches.
 
 pub mod cli;
 pub mod commands;
+pub mod history;
 pub mod inbound;
 pub mod outbound;
 pub mod session;

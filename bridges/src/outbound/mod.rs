@@ -6,4 +6,5 @@ pub mod email;
 pub mod exec;
 pub mod feed;
 pub mod flags;
+pub mod recorder;
 pub mod webhook;

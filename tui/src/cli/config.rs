@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Args;
+use clap::{Args, Subcommand};
 use signalbox_common::config::{Config, Overrides};
 
 use super::{CliError, CliResult};
@@ -13,15 +13,29 @@ use super::{CliError, CliResult};
 #[command(after_help = "\
 Examples:
   signalbox config
-  SIGNALBOX_ENV=prod signalbox config --json")]
+  SIGNALBOX_ENV=prod signalbox config --json
+  signalbox config init                    write a commented config file")]
 pub struct ConfigArgs {
     /// Print JSON instead of a table
     #[arg(long)]
     json: bool,
+    /// Write a config file instead of showing the configuration
+    #[command(subcommand)]
+    action: Option<ConfigAction>,
+}
+
+/// What `signalbox config` can do besides showing the configuration.
+#[derive(Debug, Subcommand)]
+pub enum ConfigAction {
+    /// Write a commented config file with every key (defaults active)
+    Init(super::config_init::InitArgs),
 }
 
 /// Prints the configuration.
 pub fn run(overrides: &Overrides, args: ConfigArgs) -> CliResult {
+    if let Some(ConfigAction::Init(init)) = args.action {
+        return super::config_init::run(overrides, init);
+    }
     let config = Config::resolve(overrides).map_err(CliError::usage)?;
     let rows = config.rows();
     let file_state = if config.file_loaded {

@@ -3,11 +3,16 @@
 
 mod bridge;
 mod broker;
+mod completions;
 mod config;
+mod config_init;
 mod discover;
 mod failed;
 mod health;
+mod history;
 mod publish;
+mod record;
+mod replay;
 mod request;
 mod tail;
 
@@ -100,6 +105,9 @@ pub struct Cli {
     /// Console only: start an embedded broker in-process first (127.0.0.1, a free port unless --broker names one) and connect to it
     #[arg(long)]
     pub embedded: bool,
+    /// Console only: colour theme, a bundled one (default, light, high-contrast, solarized) or a .toml file; wins over SIGNALBOX_THEME and the config file's [theme] name
+    #[arg(long, value_name = "NAME|PATH")]
+    pub theme: Option<String>,
 }
 
 /// Options shared by every command; see `signalbox config`. The same
@@ -122,8 +130,18 @@ pub enum Command {
     Health(health::HealthArgs),
     /// Failed messages: list, show, acknowledge, replay
     Failed(failed::FailedArgs),
-    /// Show the effective configuration and where each value came from
+    /// Show the effective configuration and where each value came from (`config init` writes one)
     Config(config::ConfigArgs),
+    /// Query the message history kept by `signalbox-bridge recorder`
+    History(history::HistoryArgs),
+    /// Write messages to a file (JSON Lines, exact payload bytes)
+    Record(record::RecordArgs),
+    /// Publish a recording again (same bytes, same ids)
+    Replay(replay::ReplayArgs),
+    /// Print a shell completion script (bash, zsh, fish)
+    Completions(completions::CompletionsArgs),
+    /// Write man pages for every command
+    Man(completions::ManArgs),
     /// The guided demo: a simulated infrastructure on real bridges and listeners, in the console
     Demo(crate::demo::DemoArgs),
     /// The bridges of signalbox-bridge, from this binary (`signalbox bridge git …`)
@@ -160,8 +178,17 @@ where
 pub fn run(cli: Cli) -> CliResult {
     let Some(command) = cli.command else {
         // No command: the operator console.
-        return crate::console::run(&load(&cli.global.overrides())?, cli.embedded);
+        return crate::console::run(
+            &load(&cli.global.overrides())?,
+            cli.embedded,
+            cli.theme.as_deref(),
+        );
     };
+    if cli.theme.is_some() {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "--theme only applies to the console (`signalbox --theme NAME`); the demo takes its own (`signalbox demo --theme NAME`)"
+        )));
+    }
     if cli.embedded {
         return Err(CliError::usage(anyhow::anyhow!(
             "--embedded only applies to the console (`signalbox --embedded`); for a standalone broker run `signalbox broker`"
@@ -170,6 +197,9 @@ pub fn run(cli: Cli) -> CliResult {
     // These run their own runtimes (bridges, the demo's console).
     let command = match command {
         Command::Bridge(args) => return bridge::run(args),
+        Command::History(args) => return history::run(&load(&cli.global.overrides())?, args),
+        Command::Completions(args) => return completions::completions(args),
+        Command::Man(args) => return completions::man(args),
         Command::Demo(args) => return crate::demo::run(&load(&cli.global.overrides())?, args),
         other => other,
     };
@@ -188,8 +218,14 @@ pub fn run(cli: Cli) -> CliResult {
             Command::Request(args) => request::run(&load(&overrides)?, args).await,
             Command::Health(args) => health::run(&load(&overrides)?, args).await,
             Command::Failed(args) => failed::run(&load(&overrides)?, args).await,
-            Command::Demo(_) | Command::Bridge(_) => Err(CliError::failure(anyhow::anyhow!(
-                "internal: demo and bridge run before the runtime"
+            Command::Record(args) => record::run(&load(&overrides)?, args).await,
+            Command::Replay(args) => replay::run(&load(&overrides)?, args).await,
+            Command::Demo(_)
+            | Command::Bridge(_)
+            | Command::History(_)
+            | Command::Completions(_)
+            | Command::Man(_) => Err(CliError::failure(anyhow::anyhow!(
+                "internal: this command runs before the runtime"
             ))),
         }
     })
