@@ -1010,3 +1010,61 @@ fn sigterm_stops_pub_stdin_after_what_it_read_is_confirmed() {
         "the bus got a gapless prefix of the input, once each"
     );
 }
+
+/// Fault 1, the listener away: mosquitto is killed while it holds a
+/// stream's messages queued for a listener that is not connected. What it
+/// confirmed since its last save is gone from its queue; the publisher's
+/// re-send window puts it back. (With `FAULTS_RESEND_WINDOW=0` this test
+/// fails and reports how many messages the broker lost.)
+#[test]
+fn broker_killed_while_the_listener_is_away_loses_nothing() {
+    let Some(mut m) =
+        mosquitto_persistent("broker_killed_while_the_listener_is_away_loses_nothing")
+    else {
+        return;
+    };
+    let url = m.url();
+    let work = tempfile::tempdir().expect("tempdir");
+    let ledger = work.path().join("ledger");
+    let state = work.path().join("listener");
+    let filter = "signalbox/dev/away/#";
+    // Create the listener's persistent session, then stop it cleanly.
+    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    wait_until_up(&url, "fault");
+    assert_eq!(listener.terminate(Duration::from_secs(10)), Some(0));
+
+    const LINES: usize = 4_000; // one per millisecond, more or less
+    let stream = pub_stream(
+        &url,
+        "signalbox/dev/away/line",
+        (0..LINES).map(|i| format!("line {i}")).collect(),
+        Duration::from_millis(1),
+    );
+    std::thread::sleep(Duration::from_millis(2_500));
+    m.stop(false);
+    std::thread::sleep(Duration::from_secs(3));
+    m.start_again();
+    let out = stream.join().expect("pub");
+    assert_eq!(out.code, 0, "pub --stdin: {}", out.stderr);
+
+    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    let entries = wait_for_distinct(&ledger, LINES, Duration::from_secs(60));
+    listener.kill();
+    let t = tally(&entries);
+    eprintln!(
+        "RELIABILITY broker SIGKILL, listener away: sent {LINES}, processed {}, distinct {}, processed twice {}, lost {}",
+        t.processed,
+        t.distinct,
+        t.twice.len(),
+        LINES.saturating_sub(t.distinct)
+    );
+    assert!(t.twice.is_empty(), "processed twice: {:?}", t.twice);
+    assert_eq!(
+        t.distinct,
+        LINES,
+        "lost {}",
+        LINES.saturating_sub(t.distinct)
+    );
+    let breaks = order_breaks(&entries, |_| Some("pub"));
+    assert!(breaks.is_empty(), "order broken: {breaks:?}");
+}
