@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
-use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers, MouseEvent, MouseEventKind};
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use signalbox_common::envelope::{Payload, Severity};
 use signalbox_common::failed::{FailureRecord, Outcome as ReplayOutcomeKind, ReplayOutcome};
 use signalbox_common::health::{HealthReport, Liveness};
@@ -29,6 +29,8 @@ use signalbox_common::topic;
 
 use crate::event::{Event, Incoming, Meaning, Outcome};
 use crate::keys::{Action, KeyMap, Scope};
+use fields::FieldSeries;
+pub use mouse::{Hits, ListHits, RowKey};
 
 /// How much the console keeps. Every collection in [`App`] is capped by one
 /// of these; [`Limits::default`] keeps the console well under 150 MB.
@@ -550,14 +552,22 @@ impl Topics {
         node.messages += 1;
         let mut created = false;
         for (depth, level) in msg.topic.split('/').enumerate() {
-            node = node
-                .children
-                .entry(level.to_string())
-                .or_insert_with(|| TopicNode {
-                    // The first levels (prefix, env) open, so systems show.
-                    expanded: depth < 2,
-                    ..TopicNode::default()
-                });
+            // Looked up before inserting: a known level costs no allocation.
+            if !node.children.contains_key(level) {
+                node.children.insert(
+                    level.to_string(),
+                    TopicNode {
+                        // The first levels (prefix, env) open, so systems
+                        // show.
+                        expanded: depth < 2,
+                        ..TopicNode::default()
+                    },
+                );
+            }
+            let Some(next) = node.children.get_mut(level) else {
+                return;
+            };
+            node = next;
             node.messages += 1;
         }
         let empty = msg.size == 0;
@@ -832,6 +842,9 @@ pub struct App {
     pub topics: Topics,
     /// The selected topic (full path).
     pub topic_selected: Option<String>,
+    /// The numeric field picked for the sparkline, as (topic, field path);
+    /// other topics show their first numeric field.
+    pub topic_field: Option<(String, String)>,
     /// Listeners by name.
     pub listeners: BTreeMap<String, ListenerEntry>,
     /// Index of the selected listener row.
@@ -852,6 +865,8 @@ pub struct App {
     pub status: Option<StatusLine>,
     /// What the loop must carry out; drained with [`App::take_effects`].
     pub effects: Vec<Effect>,
+    /// Where the last frame drew the rows a click can select.
+    pub hits: Hits,
     /// Something changed since the last draw.
     pub dirty: bool,
     /// The operator asked to quit.
@@ -938,6 +953,7 @@ impl App {
             system_rates: HashMap::new(),
             topics: Topics::default(),
             topic_selected: None,
+            topic_field: None,
             listeners: BTreeMap::new(),
             listener_selected: 0,
             listeners_dropped: 0,
@@ -948,6 +964,7 @@ impl App {
             failed_dropped: 0,
             status: None,
             effects: Vec::new(),
+            hits: Hits::default(),
             dirty: true,
             quit: false,
         }
@@ -989,6 +1006,28 @@ impl App {
     /// The failure rows as shown.
     pub fn failed_rows(&self) -> Vec<&FailedEntry> {
         self.failed.values().collect()
+    }
+
+    /// The sparkline of the selected topic: the numeric field the operator
+    /// picked for it (or its first one) over the topic's kept history;
+    /// `None` when the topic's payloads hold no number.
+    pub fn topic_series(&self) -> Option<FieldSeries> {
+        let path = self.topic_selected.as_ref()?;
+        let data = self.topics.node(path)?.data.as_ref()?;
+        let fields = fields::numeric_fields(&data.history);
+        let index = match &self.topic_field {
+            Some((topic, field)) if topic == path => {
+                fields.iter().position(|f| f == field).unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let field = fields.get(index)?;
+        Some(FieldSeries {
+            path: field.clone(),
+            index,
+            count: fields.len(),
+            values: fields::series(&data.history, field),
+        })
     }
 
     /// Rows of a list body at the current terminal size (for paging).
@@ -1049,7 +1088,7 @@ pub fn update(app: &mut App, event: Event) {
                 app.dirty = true;
             }
         }
-        Event::Mouse(mouse) => on_mouse(app, mouse),
+        Event::Mouse(mouse) => mouse::on_mouse(app, mouse),
         Event::Resize(w, h) => {
             app.size = (w, h);
             app.dirty = true;
@@ -1103,19 +1142,20 @@ fn ingest(app: &mut App, m: Incoming) {
     let mut m = m;
     let meaning = std::mem::replace(&mut m.meaning, Meaning::Plain);
     let reserved = !matches!(meaning, Meaning::Plain | Meaning::ReplayOutcome(_));
-    let system = app.system_of(&m.topic).to_string();
-    let msg = Arc::new(Msg::from_incoming(app.seq, m, reserved));
     app.rate.add(second, 1);
-    if let Some(rate) = app.system_rates.get_mut(&system) {
+    // Looked up by &str: a firehose allocates no key per message.
+    let system = app.system_of(&m.topic);
+    if let Some(rate) = app.system_rates.get_mut(system) {
         rate.add(second, 1);
     } else {
         let key = if app.system_rates.len() < app.limits.systems {
-            system
+            system.to_string()
         } else {
             "(more)".to_string()
         };
         app.system_rates.entry(key).or_default().add(second, 1);
     }
+    let msg = Arc::new(Msg::from_incoming(app.seq, m, reserved));
     match meaning {
         Meaning::Plain | Meaning::OtherReserved => {}
         Meaning::Health { listener, report } => on_health(app, listener, report, &msg),
@@ -1284,30 +1324,6 @@ fn on_roster(app: &mut App, names: Result<Vec<String>, String>) {
     app.roster = names;
     if !subscribe.is_empty() {
         app.effects.push(Effect::Subscribe(subscribe));
-    }
-}
-
-fn on_mouse(app: &mut App, mouse: MouseEvent) {
-    let action = match mouse.kind {
-        MouseEventKind::ScrollUp => Action::Up,
-        MouseEventKind::ScrollDown => Action::Down,
-        MouseEventKind::Down(_)
-            if mouse.row == 0 && app.detail.is_none() && app.overlay.is_none() =>
-        {
-            // A click on a tab of the header.
-            if let Some(view) = crate::views::tab_at(mouse.column) {
-                app.view = view;
-                app.dirty = true;
-            }
-            return;
-        }
-        _ => return,
-    };
-    if app.overlay.is_none() {
-        for _ in 0..3 {
-            apply(app, action);
-        }
-        app.dirty = true;
     }
 }
 
@@ -1522,6 +1538,7 @@ fn apply(app: &mut App, action: Action) {
         Action::Collapse => collapse(app),
         Action::Ack | Action::Replay | Action::ReplayAll => failed_action(app, action),
         Action::Delete => delete_retained(app),
+        Action::NextField | Action::PrevField => cycle_field(app, action == Action::NextField),
         Action::Export => export(app),
     }
 }
@@ -1761,6 +1778,38 @@ fn failed_action(app: &mut App, action: Action) {
     });
 }
 
+/// Picks the next (or previous) numeric field of the selected topic for
+/// its sparkline.
+fn cycle_field(app: &mut App, forward: bool) {
+    if app.view != View::Topics {
+        return;
+    }
+    let Some(path) = app.topic_selected.clone() else {
+        app.set_status(Tone::Info, "select a topic first");
+        return;
+    };
+    let fields = app
+        .topics
+        .node(&path)
+        .and_then(|n| n.data.as_ref())
+        .map(|d| fields::numeric_fields(&d.history))
+        .unwrap_or_default();
+    if fields.is_empty() {
+        app.set_status(
+            Tone::Info,
+            format!("{path}: no numeric JSON field in its recent payloads"),
+        );
+        return;
+    }
+    let current = app.topic_series().map(|s| s.index).unwrap_or(0);
+    let next = if forward {
+        (current + 1) % fields.len()
+    } else {
+        (current + fields.len() - 1) % fields.len()
+    };
+    app.topic_field = Some((path, fields[next].clone()));
+}
+
 fn delete_retained(app: &mut App) {
     let Some(path) = app.topic_selected.clone() else {
         app.set_status(Tone::Info, "select a topic first");
@@ -1798,9 +1847,14 @@ fn export(app: &mut App) {
         }
     } else if app.view == View::Topics {
         let Some(path) = app.topic_selected.clone() else {
+            app.set_status(Tone::Info, "select a topic first");
             return;
         };
         let Some(data) = app.topics.node(&path).and_then(|n| n.data.as_ref()) else {
+            app.set_status(
+                Tone::Info,
+                format!("{path}: no message on this topic itself (select one below)"),
+            );
             return;
         };
         let mut out = Vec::new();
@@ -1852,7 +1906,9 @@ fn export_msg(m: &Msg) -> (String, Vec<u8>) {
     (format!("signalbox-message-{}.{ext}", m.seq), bytes)
 }
 
+pub mod fields;
 #[cfg(test)]
 pub mod fixtures;
+mod mouse;
 #[cfg(test)]
 mod tests;

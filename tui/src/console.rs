@@ -37,16 +37,22 @@ use crate::theme::Theme;
 const FRAME: Duration = Duration::from_millis(33);
 /// Ages, staleness and rates move on this tick.
 const TICK: Duration = Duration::from_secs(1);
+/// Longest time spent applying waiting messages before the loop looks at
+/// the keyboard and the frame again (a batch of `ingest::BATCH_MAX`
+/// messages takes a few milliseconds).
+const DRAIN: Duration = Duration::from_millis(10);
 /// Terminal events waiting for the loop.
 const INPUT_CAP: usize = 256;
 
-/// Runs the console until the operator quits.
-pub fn run(config: &Config, embedded: bool) -> CliResult {
+/// Runs the console until the operator quits. `theme` is the `--theme`
+/// flag (a bundled name or a file), which wins over `SIGNALBOX_THEME` and
+/// the config file's `[theme] name`.
+pub fn run(config: &Config, embedded: bool, theme: Option<&str>) -> CliResult {
     let theme_table = section(config, "theme")?;
     let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
     let env_theme = std::env::var("SIGNALBOX_THEME").ok();
-    let theme = Theme::resolve(theme_table.as_ref(), env_theme.as_deref(), no_color)
-        .map_err(CliError::usage)?;
+    let chosen = theme.or(env_theme.as_deref()).filter(|n| !n.is_empty());
+    let theme = Theme::resolve(theme_table.as_ref(), chosen, no_color).map_err(CliError::usage)?;
     let keys = match section(config, "keys")? {
         Some(table) => KeyMap::default()
             .with_overrides(&table)
@@ -179,12 +185,16 @@ async fn event_loop(
     let mut ingest_open = true;
     loop {
         let next_frame = tokio::time::Instant::from_std(last_draw + FRAME);
+        let mut operator = false;
         tokio::select! {
             // Keys first, then time, then messages: a firehose never
             // starves the keyboard or the clock.
             biased;
             event = input.recv() => match event {
-                Some(event) => update(app, event),
+                Some(event) => {
+                    update(app, event);
+                    operator = true;
+                }
                 None => return Err(anyhow!("the terminal input stopped")),
             },
             _ = tick.tick() => update(app, Event::Tick(Utc::now())),
@@ -194,11 +204,17 @@ async fn event_loop(
                 None => ingest_open = false,
             },
         }
-        // Everything already waiting, bounded by the channels' capacity.
+        // Every key already waiting.
         while let Ok(event) = input.try_recv() {
             update(app, event);
+            operator = true;
         }
-        for _ in 0..ingest::CHANNEL_CAP {
+        // Messages already waiting, for at most DRAIN (bounded by time, not
+        // count, so that under a firehose a key waits for one short drain
+        // and a frame, never for a backlog); none when the operator just
+        // did something: its frame comes first.
+        let drain_until = Instant::now() + if operator { Duration::ZERO } else { DRAIN };
+        while Instant::now() < drain_until {
             match events.try_recv() {
                 Ok(event) => update(app, event),
                 Err(_) => break,
@@ -213,9 +229,11 @@ async fn event_loop(
             return Ok(());
         }
         if app.dirty && last_draw.elapsed() >= FRAME {
+            let mut hits = None;
             terminal
-                .draw(|frame| crate::views::draw(frame, app, &theme))
+                .draw(|frame| hits = Some(crate::views::draw(frame, app, &theme)))
                 .context("drawing the console")?;
+            app.remember_hits(hits.unwrap_or_default());
             app.dirty = false;
             last_draw = Instant::now();
         }

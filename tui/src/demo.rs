@@ -84,6 +84,9 @@ pub struct DemoArgs {
     /// With --headless: print the summary as JSON
     #[arg(long, requires = "headless")]
     json: bool,
+    /// The console's colour theme: a bundled one (default, light, high-contrast, solarized) or a .toml file
+    #[arg(long, value_name = "NAME|PATH", conflicts_with = "headless")]
+    theme: Option<String>,
 }
 
 /// Runs the demo.
@@ -97,6 +100,10 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
         return Err(CliError::usage(anyhow!(
             "--duration must be a positive number of seconds"
         )));
+    }
+    // A bad theme is reported before anything starts.
+    if let Some(theme) = &args.theme {
+        crate::theme::Theme::named(theme).map_err(CliError::usage)?;
     }
     if !args.headless {
         use std::io::IsTerminal;
@@ -173,7 +180,7 @@ pub fn run(_user_config: &Config, args: DemoArgs) -> CliResult {
         // The console runs its own runtime on this thread; the simulation
         // goes on in the demo's runtime meanwhile.
         let config = sim.config.clone();
-        let result = crate::console::run(&config, false);
+        let result = crate::console::run(&config, false, args.theme.as_deref());
         result.map(|_| BTreeMap::new())
     };
     // The summary sees the listeners as they run, then everything stops.

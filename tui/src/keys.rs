@@ -85,6 +85,10 @@ pub enum Action {
     Delete,
     /// Write the payload (or the topic's history) to a file.
     Export,
+    /// Plot the next numeric field of the selected topic.
+    NextField,
+    /// Plot the previous numeric field of the selected topic.
+    PrevField,
 }
 
 impl Action {
@@ -116,6 +120,8 @@ impl Action {
             Action::Ping => "ping".into(),
             Action::Delete => "delete".into(),
             Action::Export => "export".into(),
+            Action::NextField => "next_field".into(),
+            Action::PrevField => "prev_field".into(),
         }
     }
 }
@@ -410,6 +416,20 @@ const DEFAULTS: &[DefaultBinding] = &[
         "export history",
     ),
     (
+        Scope::Topics,
+        Action::NextField,
+        &["s"],
+        None,
+        "sparkline: next numeric field",
+    ),
+    (
+        Scope::Topics,
+        Action::PrevField,
+        &["S"],
+        None,
+        "sparkline: previous numeric field",
+    ),
+    (
         Scope::Listeners,
         Action::Open,
         &["enter"],
@@ -529,9 +549,12 @@ impl KeyMap {
             .map(|b| (b.action.name(), b.action))
             .collect();
         for (name, value) in table {
+            // Quoted TOML keys may hold control characters: escaped, so
+            // that the error stays one line.
+            let shown = name.escape_debug();
             let action = *names.get(name).ok_or_else(|| {
                 KeyConfigError(format!(
-                    "[keys]: unknown action `{name}` (known: {})",
+                    "[keys]: unknown action `{shown}` (known: {})",
                     names.keys().cloned().collect::<Vec<_>>().join(", ")
                 ))
             })?;
@@ -542,13 +565,13 @@ impl KeyMap {
             };
             if texts.is_empty() {
                 return Err(KeyConfigError(format!(
-                    "[keys]: `{name}` must be a key name or a list of key names"
+                    "[keys]: `{shown}` must be a key name or a list of key names"
                 )));
             }
             let mut keys = Vec::new();
             for text in texts {
                 keys.push(KeySpec::parse(text).ok_or_else(|| {
-                    KeyConfigError(format!("[keys]: `{name}` = {text:?} is not a key (examples: \"a\", \"ctrl-r\", \"enter\", \"f2\")"))
+                    KeyConfigError(format!("[keys]: `{shown}` = {text:?} is not a key (examples: \"a\", \"ctrl-r\", \"enter\", \"f2\")"))
                 })?);
             }
             for b in self.bindings.iter_mut().filter(|b| b.action == action) {

@@ -154,12 +154,13 @@ impl Theme {
         )))
     }
 
-    /// The theme for this session: `name` (the config's `[theme] name`, or
-    /// `SIGNALBOX_THEME`) or the default, patched by the other keys of the
-    /// `[theme]` table, and monochrome when `no_color`.
+    /// The theme for this session: `chosen` (the `--theme` flag, else
+    /// `SIGNALBOX_THEME`), else the config's `[theme] name`, else the
+    /// default; patched by the other keys of the `[theme]` table, and
+    /// monochrome when `no_color`.
     pub fn resolve(
         table: Option<&toml::Table>,
-        env_name: Option<&str>,
+        chosen: Option<&str>,
         no_color: bool,
     ) -> Result<Theme, ThemeError> {
         let table_name = match table.and_then(|t| t.get("name")) {
@@ -171,7 +172,7 @@ impl Theme {
             }
             None => None,
         };
-        let mut theme = match env_name.filter(|n| !n.is_empty()).or(table_name) {
+        let mut theme = match chosen.filter(|n| !n.is_empty()).or(table_name) {
             Some(name) => Theme::named(name)?,
             None => Theme::default(),
         };
@@ -186,9 +187,19 @@ impl Theme {
 
     /// Applies TOML text of `key = "colour"` lines.
     pub fn patched_from_str(self, text: &str, origin: &str) -> Result<Theme, ThemeError> {
-        let table: toml::Table = text
-            .parse()
-            .map_err(|e: toml::de::Error| ThemeError(format!("{origin}: {}", e.message())))?;
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            // The message alone, on one line, with where it is (the full
+            // rendering quotes the file over several lines).
+            let line = e.span().map(|span| {
+                let before = &text.as_bytes()[..span.start.min(text.len())];
+                before.iter().filter(|b| **b == b'\n').count() + 1
+            });
+            let message = e.message().replace('\n', " ");
+            match line {
+                Some(n) => ThemeError(format!("{origin}, line {n}: {}", message.trim())),
+                None => ThemeError(format!("{origin}: {}", message.trim())),
+            }
+        })?;
         self.patched(&table, origin)
     }
 
@@ -196,22 +207,25 @@ impl Theme {
     /// base). Unknown keys and bad colours are errors naming the key.
     pub fn patched(mut self, table: &toml::Table, origin: &str) -> Result<Theme, ThemeError> {
         for (key, value) in table {
+            // Quoted TOML keys may hold control characters: escaped, so
+            // that the error stays one line.
+            let shown = key.escape_debug();
             if key == "name" {
                 continue;
             }
             let text = value.as_str().ok_or_else(|| {
                 ThemeError(format!(
-                    "{origin}: `{key}` must be a colour string such as \"blue\" or \"#268bd2\""
+                    "{origin}: `{shown}` must be a colour string such as \"blue\" or \"#268bd2\""
                 ))
             })?;
             let colour = Color::from_str(text).map_err(|_| {
                 ThemeError(format!(
-                    "{origin}: `{key}` = {text:?} is not a colour (a name such as \"blue\", \"#rrggbb\", or 0-255)"
+                    "{origin}: `{shown}` = {text:?} is not a colour (a name such as \"blue\", \"#rrggbb\", or 0-255)"
                 ))
             })?;
             let slot = self.slot(key).ok_or_else(|| {
                 ThemeError(format!(
-                    "{origin}: unknown key `{key}` (known: {})",
+                    "{origin}: unknown key `{shown}` (known: {})",
                     Theme::KEYS.join(", ")
                 ))
             })?;

@@ -93,3 +93,68 @@ fn an_invalid_theme_or_key_table_is_a_one_line_error_naming_the_key() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     }
 }
+
+#[test]
+fn the_theme_flag_takes_a_name_or_a_file_and_names_the_bad_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("mine.toml");
+    for (text, needle) in [
+        (
+            "selection_bg = \"#112233\"\ndanger_fgg = \"red\"\n",
+            "unknown key `danger_fgg`",
+        ),
+        (
+            "ok_fg = \"greenish\"\n",
+            "`ok_fg` = \"greenish\" is not a colour",
+        ),
+        ("ok_fg = 3\n", "`ok_fg` must be a colour string"),
+        ("ok_fg = \"green\"\nbroken line\n", "line 2"),
+    ] {
+        std::fs::write(&file, text).expect("write");
+        for args in [vec!["--theme"], vec!["demo", "--theme"]] {
+            let out = signalbox()
+                .args(&args)
+                .arg(&file)
+                .write_stdin("")
+                .assert()
+                .code(2)
+                .get_output()
+                .clone();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(stderr.contains(needle), "{args:?} {text:?}: {stderr}");
+            assert!(stderr.contains("mine.toml"), "names the file: {stderr}");
+            assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        }
+    }
+    signalbox()
+        .args(["--theme", "nope"])
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .stderr(contains(
+            "unknown theme `nope` (bundled: default, light, high-contrast, solarized",
+        ));
+    // A good theme (bundled or a file) gets as far as the terminal check,
+    // and the flag wins over a bad SIGNALBOX_THEME.
+    std::fs::write(&file, "selection_bg = \"#112233\"\n").expect("write");
+    for theme in ["solarized", file.to_str().expect("utf-8 path")] {
+        signalbox()
+            .args(["--theme", theme])
+            .env("SIGNALBOX_THEME", "nope")
+            .write_stdin("")
+            .assert()
+            .code(2)
+            .stderr(contains("the console needs a terminal"));
+    }
+    signalbox()
+        .env("SIGNALBOX_THEME", "nope")
+        .write_stdin("")
+        .assert()
+        .code(2)
+        .stderr(contains("unknown theme `nope`"));
+    signalbox()
+        .args(["--theme", "light", "tail"])
+        .assert()
+        .code(2)
+        .stderr(contains("--theme only applies to the console"));
+}

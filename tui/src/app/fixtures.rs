@@ -2,7 +2,7 @@
 //! snapshots: fixed times, fixed ids, realistic data.
 
 use chrono::{DateTime, Duration, FixedOffset, TimeZone, Utc};
-use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use crossterm::event::{KeyCode, KeyEvent, KeyModifiers, MouseButton, MouseEvent, MouseEventKind};
 use signalbox_common::envelope::{Envelope, Severity};
 use signalbox_common::failed::FailureRecord;
 use signalbox_common::health::{HealthReport, HealthState};
@@ -62,6 +62,50 @@ pub fn press(app: &mut App, code: KeyCode) {
     update(app, Event::Key(KeyEvent::new(code, KeyModifiers::NONE)));
 }
 
+/// Draws `app` on a `w`×`h` test terminal, as the console loop does, and
+/// remembers where the rows went (for clicks); returns the screen's lines.
+pub fn draw(app: &mut App, w: u16, h: u16) -> Vec<String> {
+    let mut terminal =
+        ratatui::Terminal::new(ratatui::backend::TestBackend::new(w, h)).expect("test terminal");
+    let theme = crate::theme::Theme::default();
+    let mut hits = None;
+    terminal
+        .draw(|frame| hits = Some(crate::views::draw(frame, app, &theme)))
+        .expect("draws");
+    app.remember_hits(hits.expect("drawn"));
+    let buffer = terminal.backend().buffer();
+    (0..h)
+        .map(|y| (0..w).map(|x| buffer[(x, y)].symbol()).collect())
+        .collect()
+}
+
+/// The screen line (row) of the first line of `screen` containing `text`.
+pub fn row_of(screen: &[String], text: &str) -> u16 {
+    let row = screen
+        .iter()
+        .position(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("{text:?} is not on the screen:\n{}", screen.join("\n")));
+    u16::try_from(row).expect("a screen row")
+}
+
+/// A left click at (`column`, `row`) of the screen.
+pub fn click(app: &mut App, column: u16, row: u16) {
+    mouse(app, MouseEventKind::Down(MouseButton::Left), column, row);
+}
+
+/// A mouse event at (`column`, `row`).
+pub fn mouse(app: &mut App, kind: MouseEventKind, column: u16, row: u16) {
+    update(
+        app,
+        Event::Mouse(MouseEvent {
+            kind,
+            column,
+            row,
+            modifiers: KeyModifiers::NONE,
+        }),
+    );
+}
+
 /// Types text (each character a key).
 pub fn type_text(app: &mut App, text: &str) {
     for c in text.chars() {
@@ -81,6 +125,21 @@ pub fn envelope(topic: &str, summary: &str, severity: Severity, n: u128, secs: i
         ))
         .time(at(secs))
         .body(serde_json::json!({"repo": "kernel", "n": n}))
+        .build()
+        .expect("valid envelope")
+        .to_vec()
+}
+
+/// An info envelope on `topic` with `body`, a fixed id (from `n`) and time.
+pub fn envelope_with_body(topic: &str, body: serde_json::Value, n: u128) -> Vec<u8> {
+    Envelope::builder(topic, format!("reading {n}"))
+        .bridge("sensor")
+        .host("rack12")
+        .id(uuid::Uuid::from_u128(
+            0x0193_0000_0000_7000_8000_0000_0000_0000 | n,
+        ))
+        .time(at(n as i64))
+        .body(body)
         .build()
         .expect("valid envelope")
         .to_vec()

@@ -1,7 +1,7 @@
 //! Tests of the model: `update` is pure, so each rule is checked by feeding
 //! events and reading the model.
 
-use crossterm::event::KeyCode;
+use crossterm::event::{KeyCode, MouseEventKind};
 use signalbox_common::envelope::Severity;
 use signalbox_common::health::HealthState;
 
@@ -827,4 +827,292 @@ fn connection_states_keep_the_last_error() {
         Some(("connection refused".to_string(), at(5)))
     );
     assert_eq!(app.conn.since, at(9));
+}
+
+#[test]
+fn the_topic_sparkline_plots_a_numeric_field_the_operator_cycles() {
+    let mut app = app();
+    let topic = "signalbox/dev/sensor/rack-12/env";
+    for i in 0..5u32 {
+        let body = serde_json::json!({"temp": 20 + i, "humidity": 40.5, "unit": "C"});
+        feed(
+            &mut app,
+            topic,
+            &envelope_with_body(topic, body, u128::from(i)),
+            false,
+            i64::from(i),
+        );
+    }
+    // A foreign reading without the field is skipped, not plotted as 0.
+    feed(&mut app, topic, br#"{"humidity": 41}"#, false, 6);
+    feed(
+        &mut app,
+        "signalbox/dev/app/log/line",
+        b"door 12 opened",
+        false,
+        7,
+    );
+    press(&mut app, KeyCode::Char('3'));
+    assert_eq!(app.topic_series(), None, "nothing selected yet");
+
+    app.topic_selected = Some(topic.into());
+    let series = app.topic_series().expect("numeric fields");
+    assert_eq!(
+        (series.path.as_str(), series.index, series.count),
+        ("body.humidity", 0, 3),
+        "the first field by path: {series:?}"
+    );
+    assert_eq!(series.values, [40.5; 5]);
+    press(&mut app, KeyCode::Char('s'));
+    let series = app.topic_series().expect("numeric fields");
+    assert_eq!((series.path.as_str(), series.index), ("body.temp", 1));
+    assert_eq!(series.values, [20.0, 21.0, 22.0, 23.0, 24.0]);
+    press(&mut app, KeyCode::Char('s'));
+    let series = app.topic_series().expect("numeric fields");
+    assert_eq!(series.path, "humidity", "the foreign JSON's own field");
+    assert_eq!(series.values, [41.0]);
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.topic_series().map(|s| s.index), Some(0), "wraps around");
+    press(&mut app, KeyCode::Char('S'));
+    assert_eq!(
+        app.topic_series().map(|s| s.path),
+        Some("humidity".to_string()),
+        "S goes back"
+    );
+
+    // The pick belongs to its topic: another topic starts at its first
+    // field, and one without numbers says so.
+    app.topic_selected = Some("signalbox/dev/app/log/line".into());
+    assert_eq!(app.topic_series(), None);
+    press(&mut app, KeyCode::Char('s'));
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.text.contains("no numeric JSON field")));
+    app.topic_selected = Some(topic.into());
+    assert_eq!(
+        app.topic_series().map(|s| s.path),
+        Some("humidity".to_string()),
+        "the pick is remembered for its topic"
+    );
+    // `s` means nothing outside the topics view.
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(
+        app.topic_field.as_ref().map(|(_, f)| f.as_str()),
+        Some("humidity")
+    );
+}
+
+#[test]
+fn a_click_selects_the_row_under_the_pointer_and_a_second_click_opens_it() {
+    for (w, h) in [(80, 24), (160, 48)] {
+        let mut app = realistic();
+        update(&mut app, Event::Resize(w, h));
+
+        // The stream: rows are found by what the screen shows there.
+        press(&mut app, KeyCode::Char('2'));
+        let screen = draw(&mut app, w, h);
+        let row = row_of(&screen, "[Bug 4711]");
+        click(&mut app, 30, row);
+        let selected = selected_stream_msg(&app).expect("a selection");
+        assert!(selected.summary.contains("[Bug 4711]"), "{w}x{h}");
+        assert!(app.detail.is_none(), "the first click only selects");
+        // Messages arriving between the frame and the click do not move
+        // what the click hits.
+        feed(&mut app, "signalbox/dev/git/x/commit", b"late", false, 21);
+        let screen = draw(&mut app, w, h);
+        let row = row_of(&screen, "[Bug 4711]");
+        click(&mut app, 30, row);
+        assert!(
+            app.detail
+                .as_ref()
+                .is_some_and(|d| d.msg.summary.contains("[Bug 4711]")),
+            "a click on the selected row opens it ({w}x{h})"
+        );
+        press(&mut app, KeyCode::Esc);
+
+        // The topic tree: a click selects a node; on the selected inner node
+        // it expands or collapses it, as Enter does.
+        press(&mut app, KeyCode::Char('3'));
+        let screen = draw(&mut app, w, h);
+        click(&mut app, 5, row_of(&screen, "▾ _health"));
+        assert_eq!(app.topic_selected.as_deref(), Some("signalbox/_health"));
+        let screen = draw(&mut app, w, h);
+        click(&mut app, 5, row_of(&screen, "▾ _health"));
+        let screen = draw(&mut app, w, h);
+        assert!(screen.iter().any(|l| l.contains("▸ _health")), "collapsed");
+
+        // Listeners and failure records.
+        press(&mut app, KeyCode::Char('4'));
+        let screen = draw(&mut app, w, h);
+        click(&mut app, 3, row_of(&screen, "sensor-archive"));
+        assert_eq!(
+            app.listener_rows()
+                .get(app.listener_selected)
+                .map(|l| l.name.as_str()),
+            Some("sensor-archive")
+        );
+        press(&mut app, KeyCode::Char('5'));
+        let screen = draw(&mut app, w, h);
+        click(&mut app, 3, row_of(&screen, "sensor-archive"));
+        assert_eq!(
+            app.failed_rows()
+                .get(app.failed_selected)
+                .map(|f| f.listener.as_str()),
+            Some("sensor-archive")
+        );
+        // Outside the rows (the header line of the table, the border) a
+        // click selects nothing.
+        click(&mut app, 3, row_of(&screen, "listener"));
+        click(&mut app, 0, 1);
+        assert_eq!(app.failed_selected, 1);
+        assert!(app.detail.is_none());
+    }
+}
+
+#[test]
+fn clicks_on_tabs_switch_views_and_stale_hits_hit_nothing() {
+    let mut app = realistic();
+    press(&mut app, KeyCode::Char('2'));
+    let screen = draw(&mut app, 80, 24);
+    let row = row_of(&screen, "[Bug 4711]");
+    // The header's tabs, also from the detail.
+    press(&mut app, KeyCode::Enter);
+    let col = screen[0].find("3 Topics").expect("tab shown");
+    click(
+        &mut app,
+        u16::try_from(screen[0][..col].chars().count()).expect("col"),
+        0,
+    );
+    assert_eq!(app.view, View::Topics);
+    assert!(app.detail.is_none());
+    // The stream's rows were drawn, but the topics view was not yet: a
+    // click there must not select a stream message.
+    click(&mut app, 30, row);
+    assert_eq!(app.stream_state.selected, None);
+    assert_eq!(app.topic_selected, None);
+    // Overlays: a click closes the help; a confirmation ignores clicks.
+    press(&mut app, KeyCode::Char('?'));
+    click(&mut app, 30, 5);
+    assert_eq!(app.overlay, None);
+    press(&mut app, KeyCode::Char('5'));
+    press(&mut app, KeyCode::Char('a'));
+    click(&mut app, 30, 5);
+    assert!(matches!(app.overlay, Some(Overlay::Confirm { .. })));
+    // The wheel scrolls three rows, but not under an overlay.
+    press(&mut app, KeyCode::Esc);
+    press(&mut app, KeyCode::Char('2'));
+    mouse(&mut app, MouseEventKind::ScrollUp, 30, 5);
+    let rows = app.stream_rows();
+    let newest = rows.len() - 1;
+    assert_eq!(
+        app.stream_state.selected,
+        rows.get(newest - 2).map(|m| m.seq)
+    );
+}
+
+#[test]
+fn a_5_mb_payload_opens_at_once_and_says_it_was_cut() {
+    let mut app = app();
+    update(&mut app, Event::Resize(80, 24));
+    press(&mut app, KeyCode::Char('2'));
+    // 5 MB of JSON (one long line, as publishers send it), then 5 MB of
+    // binary, then JSON just under the cap (pretty-printed in full).
+    let items: Vec<String> = (0..400_000).map(|i| format!("{{\"i\":{i}}}")).collect();
+    let json = format!("[{}]", items.join(","));
+    assert!(json.len() > 5_000_000);
+    let binary: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+    let small: Vec<serde_json::Value> = (0..8_000)
+        .map(|i| serde_json::json!({"i": i, "ok": true}))
+        .collect();
+    let under = serde_json::to_vec(&small).expect("json");
+    assert!(under.len() < crate::event::PAYLOAD_CAP);
+    for (payload, kind, cut) in [
+        (json.as_bytes(), "text", true),
+        (&binary[..], "binary", true),
+        (&under[..], "json", false),
+    ] {
+        let started = std::time::Instant::now();
+        feed(&mut app, "signalbox/dev/big/dump", payload, false, 1);
+        app.stream_state.selected = None;
+        press(&mut app, KeyCode::Enter);
+        let screen = draw(&mut app, 80, 24).join("\n");
+        for _ in 0..50 {
+            press(&mut app, KeyCode::PageDown);
+        }
+        draw(&mut app, 80, 24);
+        let took = started.elapsed();
+        let detail = app.detail.as_ref().expect("the detail opens");
+        assert_eq!(detail.msg.payload.kind(), kind);
+        assert_eq!(detail.msg.cut, cut);
+        if cut {
+            assert!(
+                screen.contains(&format!(
+                    "CUT: showing the first {} of {} bytes",
+                    crate::event::PAYLOAD_CAP,
+                    payload.len()
+                )),
+                "the cut is said, with the full size:\n{screen}"
+            );
+        } else {
+            assert!(detail.json && detail.lines.len() > 8_000, "pretty JSON");
+            assert!(!screen.contains("CUT"));
+        }
+        // Generous for a debug build on a loaded machine; a stall (decoding
+        // or laying out megabytes per frame) takes far longer.
+        assert!(took < std::time::Duration::from_secs(5), "{kind}: {took:?}");
+        press(&mut app, KeyCode::Char('e'));
+        assert!(matches!(
+            app.take_effects().as_slice(),
+            [Effect::Export { contents, .. }] if !contents.is_empty() && contents.len() <= crate::event::PAYLOAD_CAP * 2
+        ));
+        press(&mut app, KeyCode::Esc);
+    }
+}
+
+#[test]
+fn export_writes_the_selected_payload_or_the_topic_history() {
+    let mut app = app();
+    let topic = "signalbox/dev/sensor/rack-12/temp";
+    feed(&mut app, topic, br#"{"temp": 21.5}"#, false, 1);
+    feed(&mut app, topic, br#"{"temp": 22}"#, true, 2);
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::Char('e'));
+    let effects = app.take_effects();
+    let [Effect::Export { file, contents }] = effects.as_slice() else {
+        panic!("one export: {effects:?}")
+    };
+    assert_eq!(file, "signalbox-message-2.json");
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(contents).expect("json"),
+        serde_json::json!({"temp": 22})
+    );
+    press(&mut app, KeyCode::Char('3'));
+    app.topic_selected = Some(topic.into());
+    press(&mut app, KeyCode::Char('e'));
+    let effects = app.take_effects();
+    let [Effect::Export { file, contents }] = effects.as_slice() else {
+        panic!("one export: {effects:?}")
+    };
+    assert!(
+        file.starts_with("signalbox-history-") && file.ends_with(".jsonl"),
+        "{file}"
+    );
+    let lines: Vec<serde_json::Value> = contents
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2);
+    assert_eq!(lines[1]["payload"], serde_json::json!({"temp": 22}));
+    assert_eq!(lines[1]["retained"], serde_json::json!(true));
+    // Nothing selected, nothing exported (and no panic).
+    app.topic_selected = Some("signalbox/dev".into());
+    press(&mut app, KeyCode::Char('e'));
+    assert!(app.take_effects().is_empty());
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.text.contains("no message on this topic itself")));
 }

@@ -17,7 +17,11 @@ use crate::theme::Theme;
 /// Draws the detail in `area`.
 pub fn draw(frame: &mut Frame, area: Rect, app: &App, detail: &Detail, theme: &Theme) {
     let msg = &detail.msg;
-    let [info, body] = Layout::vertical([Constraint::Length(3), Constraint::Min(1)]).areas(area);
+    // A cut payload gets a line of its own saying so (with the full size),
+    // so that no width hides it.
+    let info_height = if msg.cut { 4 } else { 3 };
+    let [info, body] =
+        Layout::vertical([Constraint::Length(info_height), Constraint::Min(1)]).areas(area);
     let mut facts = vec![
         Span::styled(
             format_time(&msg.at.with_timezone(&chrono::Utc)),
@@ -31,16 +35,19 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, detail: &Detail, theme: &T
             theme.fg(theme.retained_fg, true),
         ));
     }
+    let mut info_lines = vec![Line::from(facts)];
     if msg.cut {
-        facts.push(Span::styled(
-            format!(
-                " · CUT: showing the first {} of {} bytes",
-                PAYLOAD_CAP, msg.size
-            ),
-            theme.fg(theme.warn_fg, true),
-        ));
+        info_lines.insert(
+            0,
+            Line::from(Span::styled(
+                format!(
+                    "CUT: showing the first {} of {} bytes",
+                    PAYLOAD_CAP, msg.size
+                ),
+                theme.fg(theme.warn_fg, true),
+            )),
+        );
     }
-    let info_lines = vec![Line::from(facts)];
     frame.render_widget(
         Paragraph::new(info_lines).block(pane(format!(" {} ", msg.topic), theme)),
         info,

@@ -8,11 +8,11 @@ use ratatui::Frame;
 use signalbox_common::failed::DEFAULT_MAX_ATTEMPTS;
 
 use super::{age, fit, pane, row_style, window};
-use crate::app::{App, Pending};
+use crate::app::{App, ListHits, Pending, RowKey, View};
 use crate::theme::Theme;
 
-/// Draws the failure records in `area`.
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+/// Draws the failure records in `area`; returns where its rows are.
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> Option<ListHits> {
     let rows = app.failed_rows();
     let mut title = format!(" Failed · {} records ", rows.len());
     if app.failed_dropped > 0 {
@@ -28,12 +28,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Paragraph::new(Span::styled(text, theme.dim())).block(block),
             area,
         );
-        return;
+        return None;
     }
     let height = usize::from(area.height.saturating_sub(3));
     let selected = app.failed_selected.min(rows.len() - 1);
     let offset = window(selected, rows.len(), height);
     let wide = area.width >= 120;
+    let keys = rows
+        .iter()
+        .skip(offset)
+        .take(height)
+        .map(|f| RowKey::Failed(f.listener.clone(), f.id.clone()))
+        .collect();
     let table_rows = rows
         .iter()
         .enumerate()
@@ -102,4 +108,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .block(block)
         .column_spacing(1);
     frame.render_widget(table, area);
+    super::table_hits(View::Failed, area, 1, keys)
 }

@@ -8,11 +8,11 @@ use ratatui::Frame;
 use signalbox_common::health::Liveness;
 
 use super::{age, fit, pane, row_style, window};
-use crate::app::App;
+use crate::app::{App, ListHits, RowKey, View};
 use crate::theme::Theme;
 
-/// Draws the health table in `area`.
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+/// Draws the health table in `area`; returns where its rows are.
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> Option<ListHits> {
     let rows = app.listener_rows();
     let (up, stale, down, other) = app.listener_summary();
     let mut title =
@@ -34,12 +34,18 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Paragraph::new(Span::styled(text, theme.dim())).block(block),
             area,
         );
-        return;
+        return None;
     }
     let height = usize::from(area.height.saturating_sub(3));
     let selected = app.listener_selected.min(rows.len() - 1);
     let offset = window(selected, rows.len(), height);
     let wide = area.width >= 120;
+    let keys = rows
+        .iter()
+        .skip(offset)
+        .take(height)
+        .map(|l| RowKey::Listener(l.name.clone()))
+        .collect();
     // At 80 columns the host and the processed count give way to the error.
     let narrow = area.width < 100;
     let table_rows = rows
@@ -165,4 +171,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .block(block)
         .column_spacing(1);
     frame.render_widget(table, area);
+    super::table_hits(View::Listeners, area, 1, keys)
 }

@@ -23,12 +23,12 @@ use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
 use signalbox_common::mqtt::ConnState;
 
-use crate::app::{App, Overlay, Tone, View};
+use crate::app::{App, Hits, ListHits, Overlay, RowKey, Tone, View};
 use crate::keys::Scope;
 use crate::theme::Theme;
 
-/// Draws the whole screen.
-pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
+/// Draws the whole screen; returns where the rows a click can select are.
+pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) -> Hits {
     let area = frame.area();
     frame.render_widget(Block::new().style(theme.text()), area);
     let [header, body, footer] = Layout::vertical([
@@ -38,22 +38,43 @@ pub fn draw(frame: &mut Frame, app: &App, theme: &Theme) {
     ])
     .areas(area);
     draw_header(frame, header, app, theme);
-    match &app.detail {
-        Some(detail) => detail::draw(frame, body, app, detail, theme),
+    let list = match &app.detail {
+        Some(detail) => {
+            detail::draw(frame, body, app, detail, theme);
+            None
+        }
         None => match app.view {
-            View::Dashboard => dashboard::draw(frame, body, app, theme),
+            View::Dashboard => {
+                dashboard::draw(frame, body, app, theme);
+                None
+            }
             View::Stream => stream::draw(frame, body, app, theme),
             View::Topics => topics::draw(frame, body, app, theme),
             View::Listeners => listeners::draw(frame, body, app, theme),
             View::Failed => failed::draw(frame, body, app, theme),
         },
-    }
+    };
     draw_footer(frame, footer, app, theme);
     match &app.overlay {
         Some(Overlay::Help) => draw_help(frame, body, app, theme),
         Some(Overlay::Confirm { question, .. }) => draw_confirm(frame, body, question, theme),
         _ => {}
     }
+    Hits { list }
+}
+
+/// The hits of a table drawn in `area` inside a border, below `header`
+/// lines, showing `rows` from its first line.
+pub fn table_hits(view: View, area: Rect, header: u16, rows: Vec<RowKey>) -> Option<ListHits> {
+    let top = area.y.saturating_add(1 + header);
+    let bottom = area.y.saturating_add(area.height.saturating_sub(1));
+    let area = Rect {
+        x: area.x.saturating_add(1),
+        y: top,
+        width: area.width.saturating_sub(2),
+        height: bottom.saturating_sub(top).min(rows.len() as u16),
+    };
+    (area.height > 0).then_some(ListHits { view, area, rows })
 }
 
 fn tab_label(index: usize, view: View) -> String {

@@ -9,11 +9,11 @@ use signalbox_common::envelope::Severity;
 
 use super::dashboard::severity_colour;
 use super::{clock, fit_left, pane, row_style, window};
-use crate::app::App;
+use crate::app::{App, ListHits, RowKey, View};
 use crate::theme::Theme;
 
-/// Draws the stream in `area`.
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+/// Draws the stream in `area`; returns where its rows are.
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> Option<ListHits> {
     let rows = app.stream_rows();
     let state = &app.stream_state;
     let mut title = vec![Span::styled(
@@ -45,7 +45,7 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Paragraph::new(Span::styled(text, theme.dim())).block(block),
             area,
         );
-        return;
+        return None;
     }
     let height = usize::from(area.height.saturating_sub(2));
     let selected = match state.selected {
@@ -60,7 +60,13 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     } else {
         window(selected, rows.len(), height)
     };
-    let topic_w = (usize::from(area.width) * 2 / 5).clamp(16, 80);
+    let topic_w = (usize::from(area.width) * 2 / 5).clamp(16, 120);
+    let keys = rows
+        .iter()
+        .skip(offset)
+        .take(height)
+        .map(|m| RowKey::Stream(m.seq))
+        .collect();
     let table_rows = rows
         .iter()
         .enumerate()
@@ -105,4 +111,5 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .block(block)
     .column_spacing(1);
     frame.render_widget(table, area);
+    super::table_hits(View::Stream, area, 0, keys)
 }

@@ -6,7 +6,7 @@ use crossterm::event::KeyCode;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use crate::app::fixtures::{press, realistic, type_text};
+use crate::app::fixtures::{envelope_with_body, feed, press, realistic, type_text};
 use crate::app::App;
 use crate::theme::Theme;
 
@@ -15,7 +15,9 @@ pub fn render(app: &App, w: u16, h: u16) -> Terminal<TestBackend> {
     let mut terminal = Terminal::new(TestBackend::new(w, h)).expect("test terminal");
     let theme = Theme::default();
     terminal
-        .draw(|frame| super::draw(frame, app, &theme))
+        .draw(|frame| {
+            super::draw(frame, app, &theme);
+        })
         .expect("draws");
     terminal
 }
@@ -65,6 +67,39 @@ fn topics() {
 }
 
 #[test]
+fn topics_with_the_sparkline_of_a_picked_field() {
+    let mut app = realistic();
+    let topic = "signalbox/dev/sensor/rack-12/env";
+    for i in 0..40u32 {
+        // A daily-ish curve of temperatures, and a constant humidity.
+        let temp = 20.0 + f64::from((i * 7) % 11) * 0.5;
+        let body = serde_json::json!({"temp": temp, "humidity": 40.5});
+        feed(
+            &mut app,
+            topic,
+            &envelope_with_body(topic, body, 100 + u128::from(i)),
+            false,
+            15,
+        );
+    }
+    press(&mut app, KeyCode::Char('3'));
+    // Open the way to the topic, collapse what is in the way at 80×24.
+    for (path, key) in [
+        ("signalbox/_health", KeyCode::Left),
+        ("signalbox/_failed", KeyCode::Left),
+        ("signalbox/dev/sensor", KeyCode::Right),
+        ("signalbox/dev/sensor/rack-12", KeyCode::Right),
+    ] {
+        app.topic_selected = Some(path.into());
+        press(&mut app, key);
+    }
+    app.topic_selected = Some(topic.into());
+    press(&mut app, KeyCode::Char('s'));
+    assert_eq!(app.topic_series().map(|s| s.path), Some("body.temp".into()));
+    snapshot("topics_sparkline", &app);
+}
+
+#[test]
 fn listeners() {
     let mut app = realistic();
     press(&mut app, KeyCode::Char('4'));
@@ -106,7 +141,9 @@ fn no_color_theme_draws_without_colours() {
     let mut terminal = Terminal::new(TestBackend::new(80, 24)).expect("test terminal");
     let theme = Theme::default().without_colour();
     terminal
-        .draw(|frame| super::draw(frame, &app, &theme))
+        .draw(|frame| {
+            super::draw(frame, &app, &theme);
+        })
         .expect("draws");
     let buffer = terminal.backend().buffer();
     assert!(buffer
@@ -120,4 +157,51 @@ fn tabs_are_hit_by_mouse_columns() {
     assert_eq!(super::tab_at(0), Some(crate::app::View::Dashboard));
     assert_eq!(super::tab_at(14), Some(crate::app::View::Stream));
     assert_eq!(super::tab_at(200), None);
+}
+
+#[test]
+fn sparkline_figures_read_well() {
+    use super::topics::number;
+    assert_eq!(number(21.0), "21");
+    assert_eq!(number(0.1 + 0.2), "0.3");
+    assert_eq!(number(-3.25), "-3.25");
+    assert_eq!(number(1e20), "1.000e20");
+    assert_eq!(number(0.00001), "1.000e-5");
+    assert_eq!(number(0.0), "0");
+}
+
+#[test]
+fn every_view_draws_at_300_columns_and_at_tiny_sizes() {
+    let long_topic =
+        "signalbox/dev/cron/very-long-job-name-for-nightly-backup-of-the-package-database/finished";
+    for (w, h) in [(300, 60), (300, 24), (40, 10), (10, 3), (1, 1)] {
+        let mut app = realistic();
+        crate::app::update(&mut app, crate::event::Event::Resize(w, h));
+        for key in ['1', '2', '3', '4', '5'] {
+            press(&mut app, KeyCode::Char(key));
+            let screen = crate::app::fixtures::draw(&mut app, w, h);
+            if w == 300 && h == 60 {
+                let text = screen.join("\n");
+                assert!(
+                    screen[0].contains("connecting to mqtt://127.0.0.1:1883"),
+                    "the header has room for the whole connection: {}",
+                    screen[0]
+                );
+                match key {
+                    '2' => assert!(text.contains(long_topic), "long topics in full:\n{text}"),
+                    '4' => assert!(text.contains("smtp: connection refused by mail01:25")),
+                    '5' => assert!(text.contains("0193a0b0-0000-7000-8000-000000000002")),
+                    _ => {}
+                }
+                // Nothing is drawn beyond the screen's width (the buffer
+                // would panic) and the footer spans it.
+                assert!(screen.iter().all(|l| l.chars().count() == 300));
+            }
+        }
+        press(&mut app, KeyCode::Char('2'));
+        press(&mut app, KeyCode::Enter);
+        crate::app::fixtures::draw(&mut app, w, h);
+        press(&mut app, KeyCode::Char('?'));
+        crate::app::fixtures::draw(&mut app, w, h);
+    }
 }

@@ -1,34 +1,36 @@
 //! View 3, the topic tree: every topic seen (retained ones marked), with
 //! message and subtopic counts, last time and a preview; on the right the
 //! selected topic's recent history and what changed since the previous
-//! payload.
+//! payload, and a sparkline of one numeric JSON field the operator picks
+//! (`s`/`S` cycle through the fields found in the recent payloads).
 
 use std::collections::BTreeMap;
 
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Paragraph, Row, Table};
+use ratatui::widgets::{Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 use serde_json::Value;
 use signalbox_common::envelope::Payload;
 
 use super::{age, bytes, clock, fit, pane, row_style, window};
-use crate::app::{App, Msg, TopicData};
+use crate::app::fields::FieldSeries;
+use crate::app::{App, ListHits, Msg, RowKey, TopicData, View};
 use crate::theme::Theme;
 
-/// Draws the topic tree in `area`.
-pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+/// Draws the topic tree in `area`; returns where its rows are.
+pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> Option<ListHits> {
     let wide = area.width >= 100;
     let [tree_area, side] = if wide {
         Layout::horizontal([Constraint::Percentage(58), Constraint::Percentage(42)]).areas(area)
     } else {
         Layout::vertical([Constraint::Percentage(60), Constraint::Percentage(40)]).areas(area)
     };
-    draw_tree(frame, tree_area, app, theme);
     draw_side(frame, side, app, theme);
+    draw_tree(frame, tree_area, app, theme)
 }
 
-fn draw_tree(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+fn draw_tree(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> Option<ListHits> {
     let rows = app.topics.visible_rows();
     let mut title = format!(" Topics · {} ", app.topics.count);
     if app.topics.untracked > 0 {
@@ -43,7 +45,7 @@ fn draw_tree(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Paragraph::new(Span::styled("no topic seen yet", theme.dim())).block(block),
             area,
         );
-        return;
+        return None;
     }
     let height = usize::from(area.height.saturating_sub(3));
     let selected = app
@@ -52,6 +54,12 @@ fn draw_tree(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .and_then(|s| rows.iter().position(|r| &r.path == s));
     let offset = window(selected.unwrap_or(0), rows.len(), height);
     let name_w = (usize::from(area.width) / 2).clamp(16, 70);
+    let keys = rows
+        .iter()
+        .skip(offset)
+        .take(height)
+        .map(|r| RowKey::Topic(r.path.clone()))
+        .collect();
     let table_rows = rows
         .iter()
         .enumerate()
@@ -109,6 +117,7 @@ fn draw_tree(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     .block(block)
     .column_spacing(1);
     frame.render_widget(table, area);
+    super::table_hits(View::Topics, area, 1, keys)
 }
 
 fn draw_side(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -122,7 +131,8 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     };
     let node = app.topics.node(path);
     let mut lines = Vec::new();
-    match node.and_then(|n| n.data.as_ref()) {
+    let data = node.and_then(|n| n.data.as_ref());
+    match data {
         None => {
             let (messages, topics) = node.map(|n| (n.messages, n.topics)).unwrap_or_default();
             lines.push(Line::from(format!(
@@ -135,7 +145,94 @@ fn draw_side(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         " {} ",
         super::fit_left(path, usize::from(area.width.saturating_sub(4)))
     );
-    frame.render_widget(Paragraph::new(lines).block(pane(title, theme)), area);
+    let block = pane(title, theme);
+    let inner = block.inner(area);
+    frame.render_widget(block, area);
+    let series = data.and_then(|_| app.topic_series());
+    let text_area = match series {
+        // A tall pane: the field's line, then a sparkline of three lines.
+        Some(series) if inner.height >= 14 => {
+            let [head, spark, rest] = Layout::vertical([
+                Constraint::Length(1),
+                Constraint::Length(3),
+                Constraint::Min(0),
+            ])
+            .areas(inner);
+            draw_field(frame, head, &series, theme);
+            draw_sparkline(frame, spark, &series, theme);
+            rest
+        }
+        // A small one (80×24): one line, the sparkline before the figures.
+        Some(series) if inner.height >= 3 => {
+            let [line, rest] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(inner);
+            let width = (series.values.len() as u16).clamp(1, line.width / 4);
+            let [spark, head] =
+                Layout::horizontal([Constraint::Length(width + 1), Constraint::Min(0)]).areas(line);
+            draw_sparkline(frame, spark, &series, theme);
+            draw_field(frame, head, &series, theme);
+            rest
+        }
+        _ => inner,
+    };
+    frame.render_widget(Paragraph::new(lines), text_area);
+}
+
+/// The picked numeric field: a line naming it with its last, lowest and
+/// highest value.
+fn draw_field(frame: &mut Frame, head: Rect, series: &FieldSeries, theme: &Theme) {
+    let mut spans = vec![
+        Span::styled(series.path.clone(), theme.fg(theme.accent_fg, true)),
+        Span::raw(" "),
+    ];
+    if let (Some(last), Some((lo, hi))) = (series.values.last(), series.range()) {
+        spans.push(Span::raw(number(*last)));
+        spans.push(Span::styled(
+            format!(
+                " · min {} · max {} · {} pts",
+                number(lo),
+                number(hi),
+                series.values.len()
+            ),
+            theme.dim(),
+        ));
+    }
+    spans.push(Span::styled(
+        format!(" · s field {}/{}", series.index + 1, series.count),
+        theme.dim(),
+    ));
+    frame.render_widget(Paragraph::new(Line::from(spans)), head);
+}
+
+/// The picked field's sparkline: the newest values that fit in `area`
+/// (one column is left blank on the right, as a gap to the text).
+fn draw_sparkline(frame: &mut Frame, area: Rect, series: &FieldSeries, theme: &Theme) {
+    let spark = Rect {
+        width: area.width.saturating_sub(1),
+        ..area
+    };
+    let scaled = series.scaled();
+    let shown = &scaled[scaled.len().saturating_sub(usize::from(spark.width))..];
+    frame.render_widget(
+        Sparkline::default()
+            .data(shown)
+            .max(100)
+            .style(theme.fg(theme.sparkline_fg, false)),
+        spark,
+    );
+}
+
+/// A number for people: integers without a fraction, others with at most
+/// four decimals (no `0.30000000000000004`).
+pub fn number(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else if x.abs() >= 1e15 || (x != 0.0 && x.abs() < 1e-4) {
+        format!("{x:.3e}")
+    } else {
+        let text = format!("{x:.4}");
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 fn side_lines(app: &App, data: &TopicData, theme: &Theme, lines: &mut Vec<Line<'static>>) {
