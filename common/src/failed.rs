@@ -6,7 +6,7 @@
 //! The wire format is docs/PROTOCOL.md section 8.
 
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::{time_ms, Envelope, Payload};
@@ -63,7 +63,10 @@ impl FailureRecord {
         now: DateTime<Utc>,
     ) -> FailureRecord {
         let (envelope, text, base64) = match Payload::decode(payload) {
-            Payload::Envelope(e) => (Some(*e), None, None),
+            // An envelope nested nearly as deep as serde_json reads would be
+            // one level too deep once embedded here: the record could not
+            // be read back. Such an envelope is kept as its exact text.
+            Payload::Envelope(e) if embeddable(&e) => (Some(*e), None, None),
             _ => match std::str::from_utf8(payload) {
                 Ok(text) => (None, Some(text.to_string()), Some(false)),
                 Err(_) => (
@@ -82,8 +85,10 @@ impl FailureRecord {
             payload_base64: base64,
             error: one_line(error),
             attempts: 1,
-            first_failed: now,
-            last_failed: now,
+            // The wire carries milliseconds: truncated so that the record
+            // equals itself after a round trip.
+            first_failed: now.trunc_subsecs(3),
+            last_failed: now.trunc_subsecs(3),
         }
     }
 
@@ -91,7 +96,7 @@ impl FailureRecord {
     /// `payload` must be present.
     pub fn from_slice(bytes: &[u8]) -> Result<FailureRecord, FailedError> {
         let record: FailureRecord = serde_json::from_slice(bytes).map_err(|e| FailedError {
-            reason: e.to_string(),
+            reason: escape_controls(&e.to_string()),
         })?;
         if record.envelope.is_some() == record.payload.is_some() {
             return Err(FailedError {
@@ -137,6 +142,34 @@ impl FailureRecord {
     }
 }
 
+/// Arrays and objects serde_json reads nested in one document (its
+/// recursion limit of 128 allows 127).
+const MAX_JSON_NESTING: usize = 127;
+
+/// Whether `envelope` can be embedded in a record: the record's object
+/// adds one level of nesting.
+fn embeddable(envelope: &Envelope) -> bool {
+    serde_json::to_value(envelope).is_ok_and(|v| json_nesting(&v) < MAX_JSON_NESTING)
+}
+
+/// How many arrays and objects are nested in `value`, counted without
+/// recursion.
+fn json_nesting(value: &serde_json::Value) -> usize {
+    use serde_json::Value;
+    let mut deepest = 0;
+    let mut pending = vec![(value, 1)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        deepest = deepest.max(depth);
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    deepest
+}
+
 /// A request on `_replay/{listener}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayRequest {
@@ -155,7 +188,7 @@ impl ReplayRequest {
     /// Parses a request; never panics.
     pub fn from_slice(bytes: &[u8]) -> Result<ReplayRequest, FailedError> {
         let r: ReplayRequest = serde_json::from_slice(bytes).map_err(|e| FailedError {
-            reason: e.to_string(),
+            reason: escape_controls(&e.to_string()),
         })?;
         if r.ids.is_empty() && !r.all {
             return Err(FailedError {
@@ -207,6 +240,21 @@ pub struct ReplayOutcome {
     pub listener: String,
     /// One result per id.
     pub results: Vec<ReplayResult>,
+}
+
+/// `text` with its control characters escaped (`\n`, `\u{0}`): the JSON
+/// parser's errors quote what they did not expect as it was, and an error
+/// is one line that must not garble a terminal.
+pub(crate) fn escape_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_debug().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Reduces an error text to one line (errors go into one-line fields).

@@ -173,7 +173,7 @@ impl HealthReport {
     /// Parses a payload; never panics.
     pub fn from_slice(bytes: &[u8]) -> Result<HealthReport, HealthError> {
         serde_json::from_slice(bytes).map_err(|e| HealthError {
-            reason: e.to_string(),
+            reason: crate::failed::escape_controls(&e.to_string()),
         })
     }
 

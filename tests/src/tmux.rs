@@ -1,5 +1,6 @@
 //! A tmux server of a test's own (private socket, killed on drop) for
-//! driving the console end to end: send-keys in, capture-pane out.
+//! driving the console end to end: send-keys in, capture-pane out. Used by
+//! the console's own tests (tui/tests) and the fault tests.
 
 use std::process::Command;
 use std::time::{Duration, Instant};

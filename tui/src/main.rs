@@ -6,6 +6,8 @@
 //! error; a broken pipe is not an error).
 
 mod app;
+#[cfg(test)]
+mod bad_input_tests;
 mod cli;
 mod console;
 mod demo;
@@ -13,6 +15,7 @@ mod event;
 mod ingest;
 mod keys;
 mod operator;
+mod signature;
 mod theme;
 mod views;
 

@@ -4,11 +4,9 @@
 //!
 //! Skips (loudly) when tmux is missing, unless SIGNALBOX_REQUIRE_TMUX=1.
 
-mod support;
-
 use std::process::Command;
 
-use support::{tmux_available, Tmux};
+use signalbox_e2e::tmux::{tmux_available, Tmux};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 

@@ -2,11 +2,9 @@
 //! session shows the dashboard with traffic from every simulated system,
 //! the listeners, and quits cleanly (everything it started stops).
 
-mod support;
-
 use std::time::Duration;
 
-use support::{tmux_available, Tmux};
+use signalbox_e2e::tmux::{tmux_available, Tmux};
 
 const BIN: &str = env!("CARGO_BIN_EXE_signalbox");
 

@@ -569,4 +569,72 @@ mod tests {
             prop_assert_eq!(t.total(), all.len() as u64);
         }
     }
+
+    /// Flags and words a crontab line may hold, and near misses.
+    fn cron_word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "--job",
+                "--tail-bytes",
+                "--quiet",
+                "--timeout",
+                "--",
+                "-v",
+                "--env",
+                "x",
+                "0",
+                "-1",
+                "1e9",
+                "NaN",
+                "inf",
+                "1048577",
+                "18446744073709551616",
+                "",
+            ])
+            .prop_map(str::to_string),
+            proptest::collection::vec(any::<char>(), 0..10).prop_map(String::from_iter),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::with_cases(2_000) })]
+
+        /// Any arguments after `cron`: clap accepts them or says why, and
+        /// what it accepts is checked (timeout, job, tail size) with a
+        /// usage error; a valid job name always makes valid events.
+        #[test]
+        fn cron_arguments_parse_or_are_usage_errors(
+            words in proptest::collection::vec(cron_word(), 0..8),
+            job in proptest::collection::vec(any::<char>(), 0..20).prop_map(String::from_iter),
+            error in proptest::option::of(proptest::collection::vec(any::<char>(), 0..20).prop_map(String::from_iter)),
+            code in any::<i32>(),
+        ) {
+            use clap::Parser;
+            let argv = ["signalbox-bridge", "cron"].into_iter().map(String::from).chain(words);
+            if let Ok(cli) = crate::commands::Cli::try_parse_from(argv) {
+                if let crate::commands::Command::Cron(args) = cli.command {
+                    let checked = timeout_arg(args.timeout).map(|_| ());
+                    if let Err(e) = checked {
+                        prop_assert_eq!(e.code, crate::cli::EXIT_USAGE);
+                        prop_assert!(!e.error.to_string().contains('\n'));
+                    }
+                    prop_assert!(!args.command.is_empty());
+                }
+            }
+            prop_assume!(!job.trim().is_empty());
+            let topic = topic::build("signalbox", "dev", "cron", &[&job], "finished");
+            prop_assert_eq!(topic::validate_topic_name(&topic), Ok(()));
+            let outcome = [
+                Outcome::Exited(code),
+                Outcome::Signalled(code),
+                Outcome::NotRun(127),
+            ][(code as u32 % 3) as usize];
+            let summary = finished_summary(&job, outcome, Duration::from_millis(1), error.as_deref());
+            let published = event(&topic, &summary, Severity::Info, serde_json::json!({"job": job}), Utc::now());
+            let publish = published.map_err(|e| TestCaseError::fail(format!("{e:#}")))?;
+            let envelope = Envelope::from_slice(&publish.payload).map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(envelope.topic, topic.clone());
+            let _ = outcome.exit_code();
+        }
+    }
 }
