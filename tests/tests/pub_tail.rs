@@ -372,7 +372,10 @@ fn pub_stdin_survives_a_broker_restart() {
     let started = Instant::now();
     let (tail, lines) = {
         let mut tail = signalbox(&m.url())
-            .args(["tail", "--count", "500", "--timeout", "20", "r/lines"])
+            // The 500 lines from before may come again first: the
+            // publisher re-sends what the dead broker confirmed in the last
+            // seconds (it may have lost them).
+            .args(["tail", "--count", "1000", "--timeout", "20", "r/lines"])
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
