@@ -1,10 +1,14 @@
 //! `signalbox-bridge rss` end to end, against a real HTTP/1.1 server on
 //! 127.0.0.1 started by each test (below) and the embedded broker: every
-//! feed format and oddity in tests/fixtures/rss, conditional GET (ETag,
-//! 304), a failing feed that recovers (one event each way), a hanging
-//! server, an endless body, a redirect loop, gzip, ill-formed XML, restarts
-//! without duplicates, the spool when the broker is down, the `[rss]`
-//! config table, and the daemon's health with per-feed status.
+//! feed format and oddity in tests/fixtures/rss, conditional GET (ETag and
+//! Last-Modified, 304), a failing feed that recovers (one event each way),
+//! a hanging server, an endless body, a gzip bomb, a redirect loop and
+//! redirects followed, gzip, ill-formed XML, restarts without duplicates,
+//! the spool when the broker is down (`--once`, and the daemon flushing it
+//! when the broker comes back), the `[rss]` config table, bounded
+//! concurrency, and the daemon's schedules (Retry-After on 429/503 waited
+//! out, exponential backoff, other feeds undelayed) and health with
+//! per-feed status.
 
 mod bridge_support;
 
@@ -30,6 +34,14 @@ enum Route {
         etag: Option<String>,
         gzip: bool,
     },
+    /// 200 with this body and `Last-Modified`; `If-Modified-Since` equal
+    /// to it gets 304.
+    Modified {
+        body: Vec<u8>,
+        last_modified: String,
+    },
+    /// Each request takes the next route of the list; the last one stays.
+    Sequence(Vec<Route>),
     /// This status, with these headers and a short body.
     Status(u16, Vec<(String, String)>),
     /// Reads the request, then never answers.
@@ -45,6 +57,8 @@ enum Route {
 struct Seen {
     path: String,
     headers: HashMap<String, String>,
+    /// When the request head was read.
+    at: Instant,
 }
 
 /// A small HTTP/1.1 server on a free 127.0.0.1 port, on its own thread.
@@ -150,8 +164,13 @@ async fn serve(
     requests.lock().expect("requests").push(Seen {
         path: path.clone(),
         headers: headers.clone(),
+        at: Instant::now(),
     });
-    let route = routes.lock().expect("routes").get(&path).cloned();
+    let route = match routes.lock().expect("routes").get_mut(&path) {
+        Some(Route::Sequence(steps)) if steps.len() > 1 => Some(steps.remove(0)),
+        Some(Route::Sequence(steps)) => steps.first().cloned(),
+        other => other.cloned(),
+    };
     let head = |status: &str, extra: &str, len: Option<usize>| {
         let len = len
             .map(|n| format!("Content-Length: {n}\r\n"))
@@ -159,10 +178,28 @@ async fn serve(
         format!("HTTP/1.1 {status}\r\nConnection: close\r\n{extra}{len}\r\n")
     };
     match route {
-        None => {
+        // A sequence inside a sequence is not a route the tests use.
+        None | Some(Route::Sequence(_)) => {
             let _ = stream
                 .write_all(head("404 Not Found", "", Some(0)).as_bytes())
                 .await;
+        }
+        Some(Route::Modified {
+            body,
+            last_modified,
+        }) => {
+            let extra = format!("Last-Modified: {last_modified}\r\n");
+            if headers.get("if-modified-since") == Some(&last_modified) {
+                let _ = stream
+                    .write_all(head("304 Not Modified", &extra, None).as_bytes())
+                    .await;
+                return;
+            }
+            let extra = format!("Content-Type: application/rss+xml\r\n{extra}");
+            let _ = stream
+                .write_all(head("200 OK", &extra, Some(body.len())).as_bytes())
+                .await;
+            let _ = stream.write_all(&body).await;
         }
         Some(Route::Feed {
             body,
@@ -608,6 +645,24 @@ fn a_failing_feed_sends_one_event_when_it_breaks_and_one_when_it_recovers() {
         .as_str()
         .unwrap_or_default()
         .contains("500"));
+    // --once publishes its own `idle` report, with the per-feed status.
+    let health = Subscriber::start(&broker.url(), "signalbox/_health/rss");
+    let report = health
+        .next(Duration::from_secs(10))
+        .expect("a retained report");
+    let report = report.json();
+    assert_eq!(report["state"], "idle", "{report}");
+    assert_eq!(report["feeds"]["f"]["status"], "failing", "{report}");
+    assert_eq!(report["feeds"]["f"]["failures"], 2, "{report}");
+    assert!(
+        report["feeds"]["f"]["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("500"),
+        "{report}"
+    );
+    assert_eq!(report["feeds"]["ok"]["status"], "ok", "{report}");
+    assert_eq!(report["feeds"]["ok"]["entries_seen"], 3, "{report}");
 
     server.feed("/f", &fixture("rss20.xml"));
     let out = once(&broker.url(), state.path(), &args);
@@ -736,7 +791,15 @@ fn entries_are_spooled_when_the_broker_is_down_and_flushed_by_the_next_run() {
         "an unchanged file is not read again"
     );
     let got = entries(&sub.drain(Duration::from_secs(1)));
-    assert_eq!(got.len(), 2, "the spool was flushed");
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|v| v["body"]["entry_id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec!["koji-build-2", "koji-build-3"],
+        "the spool was flushed: --backfill 2 is the 2 newest, oldest first"
+    );
     assert!(spool_files(&state.path().join("spool")).is_empty());
 }
 
@@ -897,4 +960,325 @@ fn the_daemon_reports_per_feed_health_degrades_on_a_broken_feed_and_recovers() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// Times of the requests the server saw on `path`.
+fn request_times(server: &HttpServer, path: &str) -> Vec<Instant> {
+    server.requests_to(path).iter().map(|s| s.at).collect()
+}
+
+/// Waits until `path` was requested `n` times (panics after `limit`).
+fn wait_for_requests(server: &HttpServer, path: &str, n: usize, limit: Duration) -> Vec<Instant> {
+    let deadline = Instant::now() + limit;
+    loop {
+        let times = request_times(server, path);
+        if times.len() >= n {
+            return times;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path}: {} requests within {limit:?}, wanted {n}",
+            times.len()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_daemon_waits_out_retry_after_and_backs_off_a_failing_feed_without_delaying_the_others() {
+    let broker = embedded_broker();
+    let server = HttpServer::start();
+    let state = tempfile::tempdir().expect("tempdir");
+    let ok = || Route::Feed {
+        body: fixture("rss20.xml"),
+        content_type: "application/rss+xml",
+        etag: None,
+        gzip: false,
+    };
+    let wait =
+        |code: u16, secs: &str| Route::Status(code, vec![("Retry-After".into(), secs.into())]);
+    server.route("/throttled", Route::Sequence(vec![wait(429, "3"), ok()]));
+    server.route("/busy", Route::Sequence(vec![wait(503, "2"), ok()]));
+    server.route("/down", Route::Status(500, vec![]));
+    server.feed("/steady", &fixture("atom.xml"));
+    let mut cmd = bridge(&broker.url(), state.path());
+    cmd.args(["rss", "--interval", "1s", "--health-interval", "1"]);
+    for name in ["throttled", "busy", "down", "steady"] {
+        cmd.args([
+            "--feed",
+            &format!("{name}={}", server.url(&format!("/{name}"))),
+        ]);
+    }
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _guard = KillOnDrop(child);
+
+    // 429 Retry-After: 3 — the next request comes no sooner than 3 s later,
+    // then the feed is back on its 1 s interval (±10 %).
+    let throttled = wait_for_requests(&server, "/throttled", 3, Duration::from_secs(15));
+    let gap = throttled[1] - throttled[0];
+    assert!(gap >= Duration::from_secs(3), "asked again after {gap:?}");
+    assert!(
+        gap < Duration::from_millis(4500),
+        "waited {gap:?}, not ~3 s"
+    );
+    let gap = throttled[2] - throttled[1];
+    assert!(
+        gap < Duration::from_millis(1500),
+        "interval after recovery: {gap:?}"
+    );
+    // 503 Retry-After: 2 likewise.
+    let busy = wait_for_requests(&server, "/busy", 2, Duration::from_secs(10));
+    let gap = busy[1] - busy[0];
+    assert!(gap >= Duration::from_secs(2), "asked again after {gap:?}");
+    assert!(
+        gap < Duration::from_millis(3500),
+        "waited {gap:?}, not ~2 s"
+    );
+    // The other feeds kept their own 1 s schedule meanwhile.
+    let steady: Vec<Instant> = request_times(&server, "/steady")
+        .into_iter()
+        .filter(|t| *t >= throttled[0] && *t <= throttled[1])
+        .collect();
+    assert!(
+        steady.len() >= 2,
+        "the steady feed was held back: {steady:?}"
+    );
+    for pair in steady.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap < Duration::from_millis(1500), "steady feed gap {gap:?}");
+    }
+    // A feed failing without Retry-After backs off: the interval doubled
+    // per failure (1, 2, 4 s, each ±10 %; the upper bounds leave room for
+    // a loaded machine but not for the next doubling).
+    let down = wait_for_requests(&server, "/down", 4, Duration::from_secs(15));
+    let gaps: Vec<Duration> = down.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        gaps[0] >= Duration::from_millis(850) && gaps[0] < Duration::from_millis(1500),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[1] >= Duration::from_millis(1750) && gaps[1] < Duration::from_millis(3000),
+        "{gaps:?}"
+    );
+    assert!(
+        gaps[2] >= Duration::from_millis(3500) && gaps[2] < Duration::from_millis(6000),
+        "{gaps:?}"
+    );
+}
+
+#[test]
+fn last_modified_gives_if_modified_since_redirects_are_followed_and_a_gzip_bomb_hits_the_cap() {
+    let broker = embedded_broker();
+    let server = HttpServer::start();
+    let state = tempfile::tempdir().expect("tempdir");
+    let stamp = "Tue, 24 Nov 2009 19:05:00 GMT";
+    server.route(
+        "/lm",
+        Route::Modified {
+            body: fixture("rss20.xml"),
+            last_modified: stamp.into(),
+        },
+    );
+    server.feed("/target", &fixture("atom.xml"));
+    server.route("/moved", Route::Redirect("/hop".into()));
+    server.route("/hop", Route::Redirect(server.url("/target")));
+    // 4 MB of feed that gzip squeezes into a few KB: the cap applies to
+    // what it decompresses to, not to what crosses the wire.
+    let mut bomb = b"<?xml version=\"1.0\"?><rss version=\"2.0\"><channel><title>".to_vec();
+    bomb.resize(4 * 1024 * 1024, b'x');
+    server.route(
+        "/bomb",
+        Route::Feed {
+            body: bomb,
+            content_type: "application/rss+xml",
+            etag: None,
+            gzip: true,
+        },
+    );
+    let feeds = [
+        format!("lm={}", server.url("/lm")),
+        format!("moved={}", server.url("/moved")),
+        format!("bomb={}", server.url("/bomb")),
+    ];
+    let mut args = vec!["--max-bytes", "200000"];
+    for f in &feeds {
+        args.extend(["--feed", f.as_str()]);
+    }
+    let out = once(&broker.url(), state.path(), &args);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        line(&out, "lm").starts_with("lm: first poll, 3 entries"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "moved").starts_with("moved: first poll, 2 entries"),
+        "two redirects followed: {}",
+        out.stdout
+    );
+    assert!(
+        line(&out, "bomb").contains("larger than 200000 bytes"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(server.requests_to("/target").len(), 1);
+
+    let out = once(&broker.url(), state.path(), &["--feed", &feeds[0]]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    assert_eq!(line(&out, "lm"), "lm: not modified");
+    let seen = server.requests_to("/lm");
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].headers.get("if-modified-since"), None);
+    assert_eq!(
+        seen[1].headers.get("if-modified-since").map(String::as_str),
+        Some(stamp)
+    );
+}
+
+/// A TCP relay on a free 127.0.0.1 port to `target`: while down it drops
+/// every connection at once (a broker that cannot be reached); once up it
+/// relays. Lets a subscriber be in place on the real broker before the
+/// bridge can reach it.
+struct Relay {
+    port: u16,
+    up: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(target: String) -> Relay {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = up.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = std::net::TcpStream::connect(&target) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (
+                        client.try_clone().expect("clone"),
+                        server.try_clone().expect("clone"),
+                    ),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Relay { port, up }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn open(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn the_daemon_spools_while_the_broker_is_away_and_flushes_once_it_is_back() {
+    let broker = embedded_broker();
+    let relay = Relay::start(broker.url().trim_start_matches("mqtt://").to_string());
+    let sub = Subscriber::start(&broker.url(), "signalbox/dev/rss/#");
+    let state = tempfile::tempdir().expect("tempdir");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("feed.xml");
+    std::fs::write(&path, fixture("rss20.xml")).expect("write");
+    let child = bridge(&relay.url(), state.path())
+        .args([
+            "rss",
+            "--interval",
+            "1s",
+            "--backfill",
+            "2",
+            "--timeout",
+            "1",
+        ])
+        .args(["--feed", &format!("local={}", path.display())])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let _guard = KillOnDrop(child);
+    let spool = state.path().join("spool");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while spool_files(&spool).len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the backfilled entries were not spooled: {:?}",
+            spool_files(&spool)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The feed does not change again: the spool must be flushed because
+    // the broker came back, not because a new entry needed the bus.
+    relay.open();
+    let got = entries(&sub.take(2, Duration::from_secs(15)));
+    let ids: Vec<&str> = got
+        .iter()
+        .filter_map(|v| v["body"]["entry_id"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["koji-build-2", "koji-build-3"], "oldest first");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !spool_files(&spool).is_empty() {
+        assert!(Instant::now() < deadline, "the spool was not emptied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        entries(&sub.drain(Duration::from_secs(2))).is_empty(),
+        "nothing twice"
+    );
+}
+
+#[test]
+fn concurrency_bounds_the_feeds_fetched_at_once() {
+    let broker = embedded_broker();
+    let server = HttpServer::start();
+    let state = tempfile::tempdir().expect("tempdir");
+    let mut args = vec![
+        "--concurrency".to_string(),
+        "1".into(),
+        "--http-timeout".into(),
+        "1s".into(),
+    ];
+    for name in ["h1", "h2", "h3"] {
+        server.route(&format!("/{name}"), Route::Hang);
+        args.push("--feed".into());
+        args.push(format!("{name}={}", server.url(&format!("/{name}"))));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = once(&broker.url(), state.path(), &args);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    // One at a time: each request arrives only once the one before it
+    // timed out.
+    let mut times: Vec<Instant> = ["/h1", "/h2", "/h3"]
+        .iter()
+        .flat_map(|p| request_times(&server, p))
+        .collect();
+    times.sort();
+    assert_eq!(times.len(), 3);
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(950),
+            "overlapping fetches: {gap:?}"
+        );
+    }
 }

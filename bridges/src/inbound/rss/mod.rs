@@ -10,7 +10,8 @@
 //! - this file: the flags and the `[rss]` config table, one poll of one
 //!   feed ([`poll_feed`]), `--once`, and the daemon (per-feed jittered
 //!   schedules, bounded concurrency, exponential backoff, health with
-//!   per-feed status, a Last Will, `_ping` and `_roster`).
+//!   per-feed status, a Last Will, `_ping` and `_roster`, and the spool
+//!   sent as soon as the broker is back).
 //!
 //! A feed's failure never stops the bridge: it is reported (health,
 //! one `broken` event when it starts failing, one `recovered` when it works
@@ -75,6 +76,10 @@ const JITTER: f64 = 0.1;
 const STOP_REPORT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time for polls in hand to finish after SIGTERM before giving up on them.
 const STOP_GRACE: Duration = Duration::from_secs(10);
+/// Longest one flush of the spool by the daemon may hold the bus (it runs
+/// when the broker comes back and at each heartbeat while messages wait):
+/// a long backlog is flushed in slices, so new entries are not held back.
+const SPOOL_FLUSH_BUDGET: Duration = Duration::from_secs(30);
 
 /// Flags of `signalbox-bridge rss`.
 #[derive(Debug, Args)]
@@ -390,9 +395,43 @@ impl Bus {
                 };
                 let mut outbox =
                     Outbox::open(spool.clone(), publisher, Instant::now() + timeout, timeout).await;
+                if let Some(key) = crate::session::signer() {
+                    outbox.set_signer(key);
+                }
                 outbox.set_deadline(Instant::now() + timeout);
                 outbox.send_all(batch).await
             }
+        }
+    }
+}
+
+impl Bus {
+    /// Daemon: publishes what waits in the spool (oldest first, for at most
+    /// `budget`) when the broker is connected. Without this, entries
+    /// spooled while the broker was away would wait for the next new entry.
+    async fn flush_spool(&self, budget: Duration) {
+        let Bus::Daemon {
+            publisher,
+            state,
+            spool,
+            lock,
+        } = self
+        else {
+            return;
+        };
+        let _turn = lock.lock().await;
+        let connected = matches!(*state.borrow(), ConnState::Connected { .. });
+        if !connected || spool.depth() == 0 {
+            return;
+        }
+        let report = spool.flush(publisher, Instant::now() + budget).await;
+        match report.error {
+            Some(e) if report.remaining > 0 => tracing::warn!(
+                "spool: {} flushed, {} still waiting: {e}",
+                report.flushed,
+                report.remaining
+            ),
+            _ => tracing::info!("spool: {} flushed", report.flushed),
         }
     }
 }
@@ -999,6 +1038,16 @@ async fn run_daemon(
     tokio::pin!(roster_check);
     let mut roster_checked = false;
     let mut conn_state = conn.state_watch();
+    // One spool flush at a time, in the background.
+    let mut flushing: Option<tokio::task::JoinHandle<()>> = None;
+    let flush_spool = |flushing: &mut Option<tokio::task::JoinHandle<()>>| {
+        if flushing.as_ref().is_none_or(|f| f.is_finished()) {
+            let ctx = ctx.clone();
+            *flushing = Some(tokio::spawn(async move {
+                ctx.bus.flush_spool(SPOOL_FLUSH_BUDGET).await;
+            }));
+        }
+    };
     let shutdown = signalbox_common::listener::shutdown_signal();
     tokio::pin!(shutdown);
     loop {
@@ -1009,6 +1058,7 @@ async fn run_daemon(
                 if roster_checked {
                     ensure_on_roster(&roster);
                 }
+                flush_spool(&mut flushing);
             }
             _ = &mut roster_check, if !roster_checked => {
                 roster_checked = true;
@@ -1020,6 +1070,7 @@ async fn run_daemon(
                 let connected = matches!(*conn_state.borrow(), ConnState::Connected { .. });
                 if connected {
                     publish_health(None);
+                    flush_spool(&mut flushing);
                 }
             }
             message = conn.recv() => {
@@ -1043,6 +1094,11 @@ async fn run_daemon(
     let grace = ctx.settings.http_timeout + STOP_GRACE;
     let _ = tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
+    // A flush cut short leaves its messages spooled (removed only once
+    // confirmed): the next run sends them.
+    if let Some(flush) = flushing {
+        flush.abort();
+    }
     let report = board.report(Some(HealthState::Stopped));
     let _ = publisher
         .publish_confirmed(
@@ -1164,6 +1220,137 @@ mod tests {
             backoff(Duration::from_secs(86_400), 5),
             Duration::from_secs(86_400)
         );
+    }
+
+    /// A file of the workspace, read at run time (so that a moved file
+    /// fails this test, not the build).
+    fn workspace_file(path: &str) -> String {
+        let full = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path);
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()))
+    }
+
+    /// The fenced block of `lang` in `text` whose first line is `first`.
+    fn fenced_block(text: &str, lang: &str, first: &str) -> String {
+        let opening = format!("```{lang}\n{first}\n");
+        let start = text
+            .find(&opening)
+            .unwrap_or_else(|| panic!("no ```{lang} block starting with {first:?}"))
+            + opening.len()
+            - first.len()
+            - 1;
+        let len = text[start..].find("```").expect("the block is closed");
+        text[start..start + len].to_string()
+    }
+
+    /// The values of `Key=` in a systemd unit, in order.
+    fn unit_values<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+        let prefix = format!("{key}=");
+        unit.lines()
+            .filter_map(|l| l.trim().strip_prefix(&prefix))
+            .map(str::trim)
+            .collect()
+    }
+
+    /// Checks a systemd unit of the rss bridge against the README's config
+    /// example (at `example_file`, resolved as `config`): it runs the
+    /// daemon with flags that parse and that file, and systemd makes the
+    /// example's state directory writable.
+    fn check_unit(what: &str, unit: &str, example_file: &str, config: &Config) {
+        use clap::Parser as _;
+        let env = unit_values(unit, "Environment");
+        assert!(
+            env.contains(&format!("SIGNALBOX_CONFIG={example_file}").as_str()),
+            "{what}: Environment= does not name {example_file}: {env:?}"
+        );
+        let exec = unit_values(unit, "ExecStart");
+        assert_eq!(exec.len(), 1, "{what}: one ExecStart=");
+        let words: Vec<&str> = exec[0].split_whitespace().collect();
+        assert!(words[0].ends_with("/signalbox-bridge"), "{what}: {exec:?}");
+        let cli = crate::commands::Cli::try_parse_from(&words)
+            .unwrap_or_else(|e| panic!("{what}: ExecStart={}: {e}", exec[0]));
+        let crate::commands::Command::Rss(args) = cli.command else {
+            panic!("{what}: ExecStart={} does not run the rss bridge", exec[0]);
+        };
+        assert!(!args.once, "{what}: the unit runs the daemon");
+        settings(&args, config).unwrap_or_else(|e| panic!("{what}: with the README's config: {e}"));
+        let state_dir = config.state_dir.value.display().to_string();
+        for set in env
+            .iter()
+            .filter_map(|e| e.strip_prefix("SIGNALBOX_STATE_DIR="))
+        {
+            assert_eq!(set, state_dir, "{what}: SIGNALBOX_STATE_DIR");
+        }
+        // ProtectSystem=strict leaves StateDirectory= (and ReadWritePaths=) writable.
+        let dirs = unit_values(unit, "StateDirectory");
+        assert!(
+            dirs.iter().any(|d| format!("/var/lib/{d}") == state_dir),
+            "{what}: StateDirectory= is not {state_dir}: {dirs:?}"
+        );
+        for paths in unit_values(unit, "ReadWritePaths") {
+            assert!(
+                paths.split_whitespace().any(|p| p == state_dir),
+                "{what}: ReadWritePaths={paths}"
+            );
+        }
+    }
+
+    /// The README's config example and systemd unit are the real thing:
+    /// the example parses and its `[rss]` table gives the settings its
+    /// comments promise; the README's unit and the one shipped in
+    /// deploy/systemd/ run the daemon with flags that parse, that file and
+    /// its state directory.
+    #[test]
+    fn the_readme_config_example_and_systemd_units_match_the_real_flags_and_keys() {
+        let readme = workspace_file("README.md");
+        let section = &readme[readme
+            .find("### `signalbox-bridge rss`")
+            .expect("the README's RSS section")..];
+        let example_file = "/etc/signalbox/config.toml";
+        let example = fenced_block(section, "toml", &format!("# {example_file}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, &example).expect("write");
+        let config = Config::resolve_with(
+            &signalbox_common::config::Overrides {
+                config_file: Some(path),
+                ..Default::default()
+            },
+            |_| None,
+        )
+        .expect("the README's config example is a valid config file");
+        use clap::Parser as _;
+        let cli = crate::commands::Cli::try_parse_from(["signalbox-bridge", "rss"])
+            .expect("rss without flags parses");
+        let crate::commands::Command::Rss(args) = cli.command else {
+            panic!("not the rss command");
+        };
+        let settings = settings(&args, &config).expect("the example's [rss] table is valid");
+
+        // What the example's comments say.
+        assert_eq!(config.env.value, "prod");
+        assert_eq!(config.brokers.value, vec!["mqtt://bus01.example.org:1883"]);
+        let names: Vec<&str> = settings.feeds.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["koji", "planet", "status"]);
+        let by_name = |n: &str| settings.feeds.iter().find(|f| f.name == n).expect("feed");
+        assert_eq!(by_name("koji").interval, Duration::from_secs(15 * 60));
+        assert_eq!(by_name("planet").interval, Duration::from_secs(3600));
+        assert_eq!(
+            by_name("status").source,
+            Source::File("/srv/www/status/feed.xml".into())
+        );
+        assert_eq!(settings.concurrency, DEFAULT_CONCURRENCY);
+        assert_eq!(settings.http_timeout, DEFAULT_HTTP_TIMEOUT);
+        assert_eq!(settings.max_bytes, DEFAULT_MAX_BYTES);
+        assert_eq!(settings.name, "rss");
+
+        let unit = fenced_block(
+            section,
+            "ini",
+            "# /etc/systemd/system/signalbox-rss.service",
+        );
+        check_unit("the README's unit", &unit, example_file, &config);
+        let shipped = "deploy/systemd/signalbox-rss.service";
+        check_unit(shipped, &workspace_file(shipped), example_file, &config);
     }
 
     #[test]

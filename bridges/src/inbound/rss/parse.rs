@@ -259,6 +259,22 @@ mod tests {
     }
 
     #[test]
+    fn declared_windows_1252_and_utf_16_are_decoded() {
+        // windows-1252 differs from ISO-8859-1 in 0x80-0x9F: € and curly quotes.
+        let cp1252 = b"<?xml version=\"1.0\" encoding=\"windows-1252\"?><rss version=\"2.0\"><channel><title>Caf\xe9</title><item><title>\x93quoted\x94 \x80 5</title><guid>w-1</guid></item></channel></rss>".to_vec();
+        let feed = parse(&cp1252, None).expect("parses");
+        assert_eq!(feed.title.as_deref(), Some("Café"));
+        assert_eq!(feed.entries[0].title, "\u{201c}quoted\u{201d} € 5");
+        let utf16: Vec<u8> = "\u{feff}<?xml version=\"1.0\" encoding=\"UTF-16\"?><rss version=\"2.0\"><channel><title>Straße</title><item><title>naïve ☃</title><guid>u-1</guid></item></channel></rss>"
+            .encode_utf16()
+            .flat_map(u16::to_le_bytes)
+            .collect();
+        let feed = parse(&utf16, None).expect("parses UTF-16");
+        assert_eq!(feed.title.as_deref(), Some("Straße"));
+        assert_eq!(feed.entries[0].title, "naïve ☃");
+    }
+
+    #[test]
     fn garbage_is_an_error() {
         assert!(parse(b"", None).is_err());
         assert!(parse(b"<html><body>not a feed</body></html>", None).is_err());
