@@ -741,6 +741,32 @@ fn a_60_s_partition_degrades_then_recovers_on_its_own() {
         &env,
     );
     wait_until_up(&url, "fault");
+    // A daemon bridge too: the RSS bridge polling a local feed file.
+    let feed = work.path().join("feed.xml");
+    std::fs::write(
+        &feed,
+        "<rss version=\"2.0\"><channel><title>t</title><item><guid>a</guid><title>a</title></item></channel></rss>",
+    )
+    .expect("feed");
+    let mut rss_cmd = bridge(&url, &work.path().join("rss-state"));
+    let mut rss = KillOnDrop(
+        rss_cmd
+            .envs(env.iter().copied())
+            .args([
+                "rss",
+                "--interval",
+                "5s",
+                "--health-interval",
+                "3",
+                "--feed",
+            ])
+            .arg(format!("local={}", feed.display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("rss bridge"),
+    );
+    wait_until_up(&url, "rss");
     let console = format!(
         "SIGNALBOX_KEEPALIVE=5 '{}' --broker {url}; sleep 60",
         bin("signalbox").display()
@@ -767,27 +793,35 @@ fn a_60_s_partition_degrades_then_recovers_on_its_own() {
         "the listener stays up during the partition"
     );
     assert!(
+        matches!(rss.0.try_wait(), Ok(None)),
+        "the RSS bridge stays up during the partition"
+    );
+    assert!(
         !stream.is_finished(),
         "the publisher stays up during the partition"
     );
     m.resume();
     let resumed = Instant::now();
 
-    // Degraded once back (the outage is reported), then up again.
-    let mut states = Vec::new();
+    // Degraded once back (the outage is reported), then up again: the
+    // listener and the RSS bridge.
+    let recovered = |states: &[String]| {
+        states.last().map(String::as_str) == Some("up") && states.iter().any(|s| s == "degraded")
+    };
+    let mut states: Vec<String> = Vec::new();
+    let mut rss_states: Vec<String> = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Some(state) = health_state(&url, "fault") {
-            if states.last() != Some(&state) {
-                states.push(state.clone());
-            }
-            if state == "up" && states.iter().any(|s| s == "degraded") {
-                break;
+    while Instant::now() < deadline && !(recovered(&states) && recovered(&rss_states)) {
+        for (name, seen) in [("fault", &mut states), ("rss", &mut rss_states)] {
+            if let Some(state) = health_state(&url, name) {
+                if seen.last() != Some(&state) {
+                    seen.push(state);
+                }
             }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let recovered = resumed.elapsed();
+    let recovered_in = resumed.elapsed();
     let screen = tmux.wait_for_within(&["connected"], Duration::from_secs(30));
     assert!(
         !screen.contains("reconnecting"),
@@ -803,17 +837,22 @@ fn a_60_s_partition_degrades_then_recovers_on_its_own() {
     );
     let entries = wait_for_distinct(&ledger, LINES, SETTLE);
     listener.kill();
+    drop(rss);
     let t = tally(&entries);
     eprintln!(
-        "RELIABILITY partition 60 s: sent {LINES}, processed {}, distinct {}, processed twice {}, lost {}, noticed after {noticed:?}, health {states:?} within {recovered:?}, console connected again {console_back:?} after the broker answered",
+        "RELIABILITY partition 60 s: sent {LINES}, processed {}, distinct {}, processed twice {}, lost {}, noticed after {noticed:?}, listener health {states:?}, RSS bridge health {rss_states:?}, both within {recovered_in:?}, console connected again {console_back:?} after the broker answered",
         t.processed,
         t.distinct,
         t.twice.len(),
         LINES.saturating_sub(t.distinct)
     );
     assert!(
-        states.iter().any(|s| s == "degraded") && states.last().map(String::as_str) == Some("up"),
-        "health went degraded then up: {states:?}"
+        recovered(&states),
+        "listener health went degraded then up: {states:?}"
+    );
+    assert!(
+        recovered(&rss_states),
+        "RSS bridge health went degraded then up: {rss_states:?}"
     );
     assert!(t.twice.is_empty(), "processed twice: {:?}", t.twice);
     assert_eq!(t.distinct, LINES, "lost messages");

@@ -875,12 +875,27 @@ struct Board {
     counters: Mutex<signalbox_common::health::Counters>,
     last_error: Mutex<Option<String>>,
     failing: Mutex<HashSet<String>>,
+    /// The broker connection: lost since (None while connected), and
+    /// when it came back. Degraded from the loss until one interval after.
+    broker: Mutex<BrokerLink>,
+}
+
+#[derive(Default)]
+struct BrokerLink {
+    lost: bool,
+    back_at: Option<std::time::Instant>,
 }
 
 impl Board {
     fn report(&self, state: Option<HealthState>) -> HealthReport {
         let mut r = HealthReport::new(&self.name, self.started, self.interval_s);
-        let failing = !lock(&self.failing).is_empty();
+        let failing = !lock(&self.failing).is_empty() || {
+            let link = lock(&self.broker);
+            link.lost
+                || link
+                    .back_at
+                    .is_some_and(|t| t.elapsed() < Duration::from_secs(self.interval_s))
+        };
         r.state = state.unwrap_or(if failing {
             HealthState::Degraded
         } else {
@@ -935,6 +950,7 @@ async fn run_daemon(
         counters: Mutex::new(Default::default()),
         last_error: Mutex::new(None),
         failing: Mutex::new(HashSet::new()),
+        broker: Mutex::new(BrokerLink::default()),
     });
     let mut will = board.report(Some(HealthState::Down));
     will.last_error = Some("connection lost".into());
@@ -1067,10 +1083,27 @@ async fn run_daemon(
             _ = changed.notified() => publish_health(None),
             moved = conn_state.changed() => {
                 if moved.is_err() { break; }
-                let connected = matches!(*conn_state.borrow(), ConnState::Connected { .. });
-                if connected {
-                    publish_health(None);
-                    flush_spool(&mut flushing);
+                let now = conn_state.borrow().clone();
+                match now {
+                    ConnState::Connected { .. } => {
+                        {
+                            let mut link = lock(&board.broker);
+                            if link.lost {
+                                link.back_at = Some(std::time::Instant::now());
+                            }
+                            link.lost = false;
+                        }
+                        publish_health(None);
+                        flush_spool(&mut flushing);
+                    }
+                    ConnState::Reconnecting { error, .. } => {
+                        let mut link = lock(&board.broker);
+                        if !link.lost {
+                            link.lost = true;
+                            *lock(&board.last_error) = Some(format!("connection lost: {error}"));
+                        }
+                    }
+                    _ => {}
                 }
             }
             message = conn.recv() => {
