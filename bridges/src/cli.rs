@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use signalbox_common::config::{Config, ConfigError, Overrides};
+use signalbox_common::sign::SignaturePolicy;
 
 /// Exit code of a usage or configuration error (as for `signalbox`).
 pub const EXIT_USAGE: u8 = 2;
@@ -53,6 +54,21 @@ pub struct GlobalArgs {
     /// CA certificate (PEM) for mqtts:// [env: SIGNALBOX_CA_FILE] [default: system roots]
     #[arg(long, global = true, value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that require one; needs --client-key and --ca-file [env: SIGNALBOX_CLIENT_CERT]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM) [env: SIGNALBOX_CLIENT_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub client_key: Option<PathBuf>,
+    /// Sign every envelope published with this secret key (made by `signalbox keygen`) [env: SIGNALBOX_SIGN_KEY]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub sign_key: Option<PathBuf>,
+    /// Directory of trusted public keys (*.pub): listeners and the console check signatures [env: SIGNALBOX_TRUST]
+    #[arg(long = "trust", global = true, value_name = "DIR")]
+    pub trust_dir: Option<PathBuf>,
+    /// With --trust, listeners refuse unsigned or badly signed messages (require: failure record "bad signature") or only mark them [env: SIGNALBOX_SIGNATURE_POLICY] [default: mark]
+    #[arg(long, global = true, value_name = "require|mark")]
+    pub signature_policy: Option<SignaturePolicy>,
     /// MQTT protocol version: 3 (3.1.1) or 5 [env: SIGNALBOX_MQTT_VERSION] [default: 3]
     #[arg(long, global = true, value_name = "3|5")]
     pub mqtt_version: Option<u8>,
@@ -77,6 +93,11 @@ impl GlobalArgs {
             password_file: self.password_file.clone(),
             ca_file: self.ca_file.clone(),
             mqtt_version: self.mqtt_version,
+            client_cert: self.client_cert.clone(),
+            client_key: self.client_key.clone(),
+            sign_key: self.sign_key.clone(),
+            trust_dir: self.trust_dir.clone(),
+            signature_policy: self.signature_policy,
         }
     }
 
@@ -122,7 +143,9 @@ pub type BridgeResult = Result<u8, BridgeError>;
 /// filter in SIGNALBOX_LOG.
 pub fn init_logging(verbose: u8) {
     let default = match verbose {
-        0 => "warn",
+        // rumqttc warns about every refused publish it sees; signalbox
+        // reports those itself, as one clear line.
+        0 => "warn,rumqttc=error",
         1 => "info",
         _ => "debug",
     };

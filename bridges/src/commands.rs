@@ -69,6 +69,12 @@ pub enum Command {
 
 /// Runs one bridge command.
 pub fn dispatch(global: &GlobalArgs, command: Command) -> BridgeResult {
+    // The signing key first: a bridge asked to sign must not run unsigned.
+    // (A configuration that does not resolve is reported by the command.)
+    if let Ok(config) = global.resolve() {
+        crate::session::load_signer(&config)
+            .map_err(|e| crate::cli::BridgeError::usage(anyhow::anyhow!(e)))?;
+    }
     match command {
         Command::Mail(args) => inbound::mail::run(global, args),
         Command::Cron(args) => inbound::cron::run(global, args),

@@ -19,6 +19,24 @@
 //! Indexes on time, (topic, time), (system, time) and (agent, time) keep the
 //! typical queries (the newest messages of a system, an agent, a subtree of
 //! topics, a time window) at index lookups however large the table grows.
+//! Two side tables (schema version 2) answer the shapes those indexes
+//! cannot:
+//!
+//! - `topics` (topic, count, last_time): one row per distinct topic, kept
+//!   by [`Store::insert`] and a delete trigger. A topic filter with `+`
+//!   (`signalbox/prod/+/pkg1234/#`) is matched exactly against these few
+//!   thousand rows, and the messages are then read through the
+//!   (topic, time) index of just the topics that match.
+//! - `messages_text`: a contentless FTS5 index, trigram tokenizer, of
+//!   summary, topic and agent. `--grep` looks its trigrams up there to get
+//!   the few candidate rows, and checks them exactly with `LIKE`.
+//!
+//! Both only pre-select: every row a query returns is checked exactly, so
+//! their rules err on the side of offering too many rows, never too few.
+//! A database of version 1 is upgraded (both tables filled from the
+//! messages) when the recorder opens it; until then `signalbox history`
+//! reads it the version-1 way (slower, same answers).
+//!
 //! The database is in WAL mode, so `signalbox history` reads while the
 //! recorder writes.
 
@@ -33,8 +51,9 @@ use signalbox_common::envelope::{Payload, Severity};
 use signalbox_common::topic;
 
 /// The schema version kept in `PRAGMA user_version`; a database written by
-/// a newer recorder is refused rather than misread.
-pub const SCHEMA_VERSION: i64 = 1;
+/// a newer recorder is refused rather than misread. Version 2 added the
+/// `topics` and `messages_text` tables (see the module documentation).
+pub const SCHEMA_VERSION: i64 = 2;
 /// Default retention of the recorder: Fedora's operators asked about "last
 /// night" and "last release", rarely about last year.
 pub const DEFAULT_KEEP: Duration = Duration::from_secs(90 * 86_400);
@@ -47,6 +66,15 @@ pub const PRUNE_CHUNK: usize = 10_000;
 const RAW_SUMMARY_CHARS: usize = 400;
 /// How long a reader waits for the writer's lock (WAL readers rarely wait).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Most `topics` rows a `+` filter is matched against before the query
+/// gives up on the topic list and checks each message instead: bounds the
+/// cost when a bus makes a new topic per message.
+const MAX_TOPICS_EXAMINED: usize = 200_000;
+/// Fewest and most `--grep` candidates the trigram index may hand over
+/// (see [`Store::grep_candidates`] for the number in between).
+const GREP_CANDIDATES: (usize, usize) = (2_000, 100_000);
+/// Shortest `--grep` text the trigram index can look up.
+const TRIGRAM: usize = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS messages (
@@ -65,6 +93,37 @@ CREATE INDEX IF NOT EXISTS messages_time ON messages(time);
 CREATE INDEX IF NOT EXISTS messages_topic ON messages(topic, time);
 CREATE INDEX IF NOT EXISTS messages_system ON messages(system, time);
 CREATE INDEX IF NOT EXISTS messages_agent ON messages(agent, time);
+";
+
+/// What version 2 adds. `count` can reach 0 when retention deleted every
+/// message of a topic (the row is then removed with the next prune);
+/// `last_time` is the newest time ever stored on the topic, an upper bound
+/// once messages are deleted, which is all that skipping a topic needs.
+/// The FTS index stores no text (`content=''`) and no positions
+/// (`detail=none`): it only has to say which rows may contain a text.
+const SCHEMA_V2: &str = "
+CREATE TABLE IF NOT EXISTS topics (
+    topic     TEXT PRIMARY KEY,
+    count     INTEGER NOT NULL,
+    last_time INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE VIRTUAL TABLE IF NOT EXISTS messages_text USING fts5(
+    summary, topic, agent,
+    content = '', detail = none, columnsize = 0, tokenize = 'trigram'
+);
+CREATE TRIGGER IF NOT EXISTS messages_forget AFTER DELETE ON messages BEGIN
+    INSERT INTO messages_text (messages_text, rowid, summary, topic, agent)
+        VALUES ('delete', old.seq, old.summary, old.topic, old.agent);
+    UPDATE topics SET count = count - 1 WHERE topic = old.topic;
+END;
+";
+
+/// Fills the version-2 tables from the messages of a version-1 database.
+const MIGRATE_V1: &str = "
+INSERT INTO topics (topic, count, last_time)
+    SELECT topic, count(*), max(time) FROM messages GROUP BY topic;
+INSERT INTO messages_text (rowid, summary, topic, agent)
+    SELECT seq, summary, topic, agent FROM messages;
 ";
 
 /// What can go wrong with the history database.
@@ -181,6 +240,9 @@ pub struct QueryResult {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Whether the version-2 tables exist (false for a version-1 database
+    /// opened read-only: queries then scan as version 1 did).
+    indexed: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -219,11 +281,12 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            indexed: false,
         };
-        store.check_version()?;
+        let found = store.check_version()?;
         store
             .conn
             .busy_timeout(BUSY_TIMEOUT)
@@ -236,15 +299,32 @@ impl Store {
             .conn
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(|e| sqlite(path, e))?;
-        store
-            .conn
-            .execute_batch(SCHEMA)
-            .map_err(|e| sqlite(path, e))?;
-        store
-            .conn
-            .pragma_update(None, "user_version", SCHEMA_VERSION)
-            .map_err(|e| sqlite(path, e))?;
+        store.migrate(found)?;
+        store.indexed = true;
         Ok(store)
+    }
+
+    /// Creates the schema, or upgrades one of version `found`, in one
+    /// transaction (an interrupted upgrade leaves version 1 intact).
+    fn migrate(&mut self, found: i64) -> Result<(), HistoryError> {
+        let path = self.path.clone();
+        let err = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        tx.execute_batch(SCHEMA).map_err(err)?;
+        if found < 2 {
+            tx.execute_batch(SCHEMA_V2).map_err(err)?;
+            if found == 1 {
+                // Minutes for tens of millions of messages, once.
+                tracing::info!(
+                    "upgrading history database {} to schema version {SCHEMA_VERSION} (indexing topics and text)",
+                    path.display()
+                );
+                tx.execute_batch(MIGRATE_V1).map_err(err)?;
+            }
+        }
+        tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+            .map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     /// Opens an existing database read-only.
@@ -261,15 +341,17 @@ impl Store {
         .map_err(|e| sqlite(path, e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| sqlite(path, e))?;
-        let store = Store {
+        let mut store = Store {
             conn,
             path: path.to_path_buf(),
+            indexed: false,
         };
-        store.check_version()?;
+        store.indexed = store.check_version()? >= 2;
         Ok(store)
     }
 
-    fn check_version(&self) -> Result<(), HistoryError> {
+    /// The database's schema version, refused when newer than this code.
+    fn check_version(&self) -> Result<i64, HistoryError> {
         let found: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
@@ -280,7 +362,7 @@ impl Store {
                 found,
             });
         }
-        Ok(())
+        Ok(found)
     }
 
     /// The database file.
@@ -290,10 +372,19 @@ impl Store {
 
     /// Stores messages in one transaction; a message whose id is already
     /// stored (a redelivery) is skipped. Returns how many were new.
+    ///
+    /// The text index and the topic list are kept here rather than by
+    /// triggers: a trigger's upsert per row halved the insert rate in a
+    /// measurement, while the topics of a batch are counted in memory and
+    /// written once each.
     pub fn insert(&mut self, messages: &[StoredMessage]) -> Result<usize, HistoryError> {
         let path = self.path.clone();
-        let tx = self.conn.transaction().map_err(|e| sqlite(&path, e))?;
+        let err = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
         let mut added = 0;
+        // topic -> (new messages, newest time), written after the batch.
+        let mut topics: std::collections::HashMap<&str, (i64, i64)> =
+            std::collections::HashMap::new();
         {
             let mut insert = tx
                 .prepare_cached(
@@ -301,12 +392,19 @@ impl Store {
                      (id, time, topic, system, agent, severity, summary, payload)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 )
-                .map_err(|e| sqlite(&path, e))?;
+                .map_err(err)?;
+            let mut index_text = tx
+                .prepare_cached(
+                    "INSERT INTO messages_text (rowid, summary, topic, agent)
+                     VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(err)?;
             for m in messages {
-                added += insert
+                let time = m.time.timestamp_millis();
+                let new = insert
                     .execute(rusqlite::params![
                         m.id,
-                        m.time.timestamp_millis(),
+                        time,
                         m.topic,
                         m.system,
                         m.agent,
@@ -314,23 +412,60 @@ impl Store {
                         m.summary,
                         m.payload,
                     ])
-                    .map_err(|e| sqlite(&path, e))?;
+                    .map_err(err)?;
+                if new == 0 {
+                    continue;
+                }
+                added += new;
+                index_text
+                    .execute(rusqlite::params![
+                        tx.last_insert_rowid(),
+                        m.summary,
+                        m.topic,
+                        m.agent
+                    ])
+                    .map_err(err)?;
+                let entry = topics.entry(m.topic.as_str()).or_insert((0, time));
+                entry.0 += 1;
+                entry.1 = entry.1.max(time);
+            }
+            let mut count_topic = tx
+                .prepare_cached(
+                    "INSERT INTO topics (topic, count, last_time) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (topic) DO UPDATE SET count = count + excluded.count,
+                         last_time = max(last_time, excluded.last_time)",
+                )
+                .map_err(err)?;
+            for (topic_name, (count, last_time)) in topics {
+                count_topic
+                    .execute(rusqlite::params![topic_name, count, last_time])
+                    .map_err(err)?;
             }
         }
-        tx.commit().map_err(|e| sqlite(&path, e))?;
+        tx.commit().map_err(err)?;
         Ok(added)
     }
 
     /// Deletes up to [`PRUNE_CHUNK`] messages older than `before`, in one
-    /// transaction; call again while it returns a full chunk.
+    /// transaction; call again while it returns a full chunk. (A trigger
+    /// takes them out of the text index and the topic counts.)
     pub fn prune_chunk(&mut self, before: DateTime<Utc>) -> Result<usize, HistoryError> {
-        self.conn
+        let path = self.path.clone();
+        let err = |e| sqlite(&path, e);
+        let tx = self.conn.transaction().map_err(err)?;
+        let deleted = tx
             .execute(
                 "DELETE FROM messages WHERE seq IN
                  (SELECT seq FROM messages WHERE time < ?1 ORDER BY time LIMIT ?2)",
                 rusqlite::params![before.timestamp_millis(), PRUNE_CHUNK as i64],
             )
-            .map_err(|e| sqlite(&self.path, e))
+            .map_err(err)?;
+        if deleted > 0 {
+            tx.execute("DELETE FROM topics WHERE count <= 0", [])
+                .map_err(err)?;
+        }
+        tx.commit().map_err(err)?;
+        Ok(deleted)
     }
 
     /// Lets SQLite refresh its planner statistics (cheap; run now and then
@@ -360,9 +495,13 @@ impl Store {
     pub fn span(&self) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, HistoryError> {
         let row: Option<(Option<i64>, Option<i64>)> = self
             .conn
-            .query_row("SELECT min(time), max(time) FROM messages", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            // Two subqueries, each answered from the time index (one
+            // SELECT of both min() and max() reads the whole table).
+            .query_row(
+                "SELECT (SELECT min(time) FROM messages), (SELECT max(time) FROM messages)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()
             .map_err(|e| sqlite(&self.path, e))?;
         Ok(match row {
@@ -373,55 +512,333 @@ impl Store {
 
     /// Runs a query: the newest `limit` matches, returned oldest first.
     ///
-    /// SQL narrows by the indexed columns (system, agent, time, the literal
-    /// start of the topic filter, the text); the exact MQTT match of the
-    /// topic filter is applied to the rows as they stream in newest first,
-    /// so wildcards in the middle of a filter cost no more than a scan of
-    /// what SQL already narrowed.
+    /// In two steps, in one read transaction: the first finds the matches'
+    /// sequence numbers, reading only indexes and the columns filtered on;
+    /// the second reads those (at most `limit`) messages whole, so no
+    /// payload is read for a row that is filtered out. How the first step
+    /// narrows is [`Store::plan`]'s choice; a topic filter SQL cannot say
+    /// exactly is checked on each row as the rows stream in newest first.
     pub fn query(&self, q: &Query) -> Result<QueryResult, HistoryError> {
-        let plan = Plan::new(q);
-        let mut stmt = self
-            .conn
-            .prepare(&plan.sql)
-            .map_err(|e| sqlite(&self.path, e))?;
-        let mut rows = stmt
-            .query(params_from_iter(plan.params.iter()))
-            .map_err(|e| sqlite(&self.path, e))?;
-        let mut messages = Vec::new();
+        let err = |e| sqlite(&self.path, e);
+        // One snapshot for both steps, so that retention running in
+        // between cannot take a found message away.
+        let snapshot = self.conn.unchecked_transaction().map_err(err)?;
+        let plan = self.plan(q)?;
+        let mut seqs = Vec::new();
         let mut truncated = false;
-        while let Some(row) = rows.next().map_err(|e| sqlite(&self.path, e))? {
-            let topic_name: String = row.get(3).map_err(|e| sqlite(&self.path, e))?;
-            if let Some(filter) = &plan.exact_filter {
-                if !topic::matches(filter, &topic_name) {
-                    continue;
+        {
+            let mut stmt = snapshot.prepare(&plan.sql).map_err(err)?;
+            let mut rows = stmt
+                .query(params_from_iter(plan.params.iter()))
+                .map_err(err)?;
+            while let Some(row) = rows.next().map_err(err)? {
+                if let Some(filter) = &plan.exact_filter {
+                    let topic_name = row.get_ref(1).map_err(err)?;
+                    let topic_name = topic_name.as_str().map_err(|e| err(e.into()))?;
+                    if !topic::matches(filter, topic_name) {
+                        continue;
+                    }
                 }
+                if seqs.len() == q.limit {
+                    truncated = true;
+                    break;
+                }
+                seqs.push(row.get::<_, i64>(0).map_err(err)?);
             }
-            if messages.len() == q.limit {
-                truncated = true;
-                break;
-            }
-            let get = |e| sqlite(&self.path, e);
-            messages.push(StoredMessage {
-                seq: row.get(0).map_err(get)?,
-                id: row.get(1).map_err(get)?,
-                time: millis(row.get(2).map_err(get)?),
-                topic: topic_name,
-                system: row.get(4).map_err(get)?,
-                agent: row.get(5).map_err(get)?,
-                severity: severity_of(row.get(6).map_err(get)?),
-                summary: row.get(7).map_err(get)?,
-                payload: row.get(8).map_err(get)?,
-            });
         }
-        messages.reverse();
+        let mut fetch = snapshot
+            .prepare_cached(
+                "SELECT seq, id, time, topic, system, agent, severity, summary, payload
+                 FROM messages WHERE seq = ?1",
+            )
+            .map_err(err)?;
+        let mut messages = Vec::with_capacity(seqs.len());
+        for seq in seqs.iter().rev() {
+            let m = fetch
+                .query_row([seq], |row| {
+                    Ok(StoredMessage {
+                        seq: row.get(0)?,
+                        id: row.get(1)?,
+                        time: millis(row.get(2)?),
+                        topic: row.get(3)?,
+                        system: row.get(4)?,
+                        agent: row.get(5)?,
+                        severity: severity_of(row.get(6)?),
+                        summary: row.get(7)?,
+                        payload: row.get(8)?,
+                    })
+                })
+                .map_err(err)?;
+            messages.push(m);
+        }
         Ok(QueryResult {
             messages,
             truncated,
         })
     }
+
+    /// Chooses how a query's first step narrows (measured in BENCHMARKS.md):
+    /// - `--grep` of at least three characters whose trigrams are rare
+    ///   enough: the rows the text index offers, each checked exactly;
+    /// - a topic filter with `+` (or a leading `#`) whose topics carry few
+    ///   enough messages: the (topic, time) index of just those topics;
+    /// - otherwise the indexes SQLite picks (time, system, agent, the
+    ///   literal start of the topic filter), newest first. When the text or
+    ///   the topics are common this finds `limit` matches within a few
+    ///   thousand rows, sooner than reading every candidate would.
+    fn plan(&self, q: &Query) -> Result<Plan, HistoryError> {
+        if !self.indexed {
+            return Ok(Plan::new(q, None, TopicPick::Unknown));
+        }
+        let mut total = None;
+        let mut approx_total = || -> Result<f64, HistoryError> {
+            if total.is_none() {
+                total = Some(self.approx_count()?);
+            }
+            Ok(total.unwrap_or(0.0))
+        };
+        let mut topics = TopicPick::Unknown;
+        if let Some(filter) = &q.topic {
+            if let TopicSql::Prefix(start) = topic_range(filter) {
+                topics = self.matching_topics(filter, &start, q, &mut approx_total)?;
+            }
+        }
+        let mut rows = None;
+        if let Some(text) = &q.grep {
+            rows = self.grep_candidates(text, q.limit, &mut approx_total)?;
+        }
+        Ok(Plan::new(q, rows, topics))
+    }
+
+    /// About how many messages are stored, at the cost of two index
+    /// lookups (`count(*)` would read a whole index).
+    fn approx_count(&self) -> Result<f64, HistoryError> {
+        self.conn
+            .query_row(
+                // Two subqueries: SQLite answers a lone min() or max() from
+                // the index, but both in one SELECT scan the table.
+                "SELECT coalesce((SELECT max(seq) FROM messages)
+                                 - (SELECT min(seq) FROM messages) + 1, 0)",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as f64)
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// The topics `filter` matches that have messages at or after the
+    /// query's `since`, when reading their (topic, time) index is cheaper
+    /// than checking messages newest first.
+    ///
+    /// `start` is the filter's literal start, which narrows the topic list.
+    fn matching_topics(
+        &self,
+        filter: &str,
+        start: &str,
+        q: &Query,
+        approx_total: &mut dyn FnMut() -> Result<f64, HistoryError>,
+    ) -> Result<TopicPick, HistoryError> {
+        use rusqlite::types::Value;
+        let err = |e| sqlite(&self.path, e);
+        let since = q.since.map_or(i64::MIN, |t| t.timestamp_millis());
+        let mut sql =
+            String::from("SELECT topic, count FROM topics WHERE last_time >= ?1 AND count > 0");
+        let mut params = vec![Value::Integer(since)];
+        if !start.is_empty() {
+            sql.push_str(" AND topic >= ?2 AND topic < ?3");
+            params.push(Value::Text(start.to_string()));
+            params.push(Value::Text(successor(start)));
+        }
+        let mut stmt = self.conn.prepare_cached(&sql).map_err(err)?;
+        let mut rows = stmt.query(params_from_iter(params.iter())).map_err(err)?;
+        let mut topics = Vec::new();
+        let mut messages: i64 = 0;
+        let mut examined = 0;
+        while let Some(row) = rows.next().map_err(err)? {
+            examined += 1;
+            if examined > MAX_TOPICS_EXAMINED {
+                return Ok(TopicPick::Unknown);
+            }
+            let name = row.get_ref(0).map_err(err)?;
+            let name = name.as_str().map_err(|e| err(e.into()))?;
+            if topic::matches(filter, name) {
+                topics.push(name.to_string());
+                messages = messages.saturating_add(row.get::<_, i64>(1).map_err(err)?);
+            }
+        }
+        // Newest first, limit + 1 matches take about this many rows.
+        let scan = (q.limit as f64 + 1.0) * approx_total()? / messages.max(1) as f64;
+        Ok(if messages as f64 <= scan * TOPIC_ROW_COST {
+            TopicPick::Listed(topics)
+        } else {
+            TopicPick::Common
+        })
+    }
+
+    /// The rows that may contain `text` in their summary, topic or agent:
+    /// those holding its rarest trigrams (a superset), when there are few
+    /// enough of them; `None` for text shorter than a trigram or common
+    /// text.
+    ///
+    /// Which trigrams: FTS5 intersects posting lists by walking them, so an
+    /// AND with a trigram every message has (`pkg` in `pkg1234`) reads the
+    /// whole index. Each trigram is counted in the newest
+    /// [`TRIGRAM_SAMPLE`] messages (a rowid range FTS5 seeks to), and the
+    /// [`RAREST_TRIGRAMS`] rarest are intersected over all messages.
+    ///
+    /// "Few enough": reading `c` candidates costs about `c` row lookups;
+    /// checking rows newest first finds limit + 1 matches after about
+    /// (limit + 1) × total / c rows. The two are equal at
+    /// c = √((limit + 1) × total), the cap used (within
+    /// [`GREP_CANDIDATES`]).
+    fn grep_candidates(
+        &self,
+        text: &str,
+        limit: usize,
+        approx_total: &mut dyn FnMut() -> Result<f64, HistoryError>,
+    ) -> Result<Option<Vec<i64>>, HistoryError> {
+        let grams = trigrams(text);
+        if grams.is_empty() {
+            return Ok(None);
+        }
+        let err = |e| sqlite(&self.path, e);
+        let total = approx_total()?;
+        let cap = ((limit as f64 + 1.0) * total)
+            .sqrt()
+            .clamp(GREP_CANDIDATES.0 as f64, GREP_CANDIDATES.1 as f64) as usize;
+        let newest: i64 = self
+            .conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
+            .map_err(err)?;
+        let mut sample = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM messages_text WHERE messages_text MATCH ?1 AND rowid > ?2",
+            )
+            .map_err(err)?;
+        let mut counted: Vec<(i64, &String)> = Vec::with_capacity(grams.len());
+        for gram in &grams {
+            let n: i64 = sample
+                .query_row(
+                    rusqlite::params![fts_term(gram), newest - TRIGRAM_SAMPLE],
+                    |r| r.get(0),
+                )
+                .map_err(err)?;
+            counted.push((n, gram));
+        }
+        counted.sort();
+        let rarest = counted[0].0 as f64 / TRIGRAM_SAMPLE.min(newest.max(1)) as f64;
+        if rarest * total > (MAX_POSTINGS_READ * cap) as f64 {
+            // Even the rarest trigram is everywhere: its posting list
+            // would cost more than checking messages newest first.
+            return Ok(None);
+        }
+        let expression: Vec<String> = counted
+            .iter()
+            .take(RAREST_TRIGRAMS)
+            .map(|(_, g)| fts_term(g))
+            .collect();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT rowid FROM messages_text WHERE messages_text MATCH ?1 LIMIT ?2")
+            .map_err(err)?;
+        let rows: Vec<i64> = stmt
+            .query_map(
+                rusqlite::params![expression.join(" AND "), cap as i64 + 1],
+                |r| r.get(0),
+            )
+            .map_err(err)?
+            .collect::<Result<_, _>>()
+            .map_err(err)?;
+        Ok((rows.len() <= cap).then_some(rows))
+    }
 }
 
-/// A query turned into SQL.
+/// How many of the newest messages `--grep` counts each trigram in, to
+/// find the rarest.
+const TRIGRAM_SAMPLE: i64 = 20_000;
+/// How many of the rarest trigrams are intersected: more narrow better,
+/// but each adds its whole posting list to read.
+const RAREST_TRIGRAMS: usize = 2;
+/// Most posting-list entries per candidate allowed (the rarest trigram's
+/// estimated list length against the candidate cap).
+const MAX_POSTINGS_READ: usize = 20;
+
+/// How much more a row costs when checked newest first (a time-index
+/// entry, a table lookup, a topic match in Rust) than when read from the
+/// (topic, time) index of a known topic: an estimate, see
+/// [`Store::matching_topics`].
+const TOPIC_ROW_COST: f64 = 4.0;
+
+/// The distinct trigrams of `text` (none when it is shorter than one).
+fn trigrams(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut grams: Vec<String> = chars.windows(TRIGRAM).map(|w| w.iter().collect()).collect();
+    grams.sort();
+    grams.dedup();
+    grams
+}
+
+/// One trigram as an FTS5 term (a quoted string).
+fn fts_term(gram: &str) -> String {
+    format!("\"{}\"", gram.replace('"', "\"\""))
+}
+
+/// GLOB patterns, any of which a topic matching the MQTT `filter` matches
+/// (a superset: `*` also crosses `/`); `None` when the filter is `#`.
+fn topic_globs(filter: &str) -> Option<Vec<String>> {
+    let levels: Vec<&str> = filter.split('/').collect();
+    let (levels, subtree) = match levels.split_last() {
+        Some((&"#", rest)) => (rest, true),
+        _ => (&levels[..], false),
+    };
+    if levels.is_empty() {
+        return None;
+    }
+    let mut pattern = String::new();
+    for (i, level) in levels.iter().enumerate() {
+        if i > 0 {
+            pattern.push('/');
+        }
+        if *level == "+" {
+            pattern.push('*');
+        } else {
+            for c in level.chars() {
+                match c {
+                    '*' | '?' | '[' => {
+                        pattern.push('[');
+                        pattern.push(c);
+                        pattern.push(']');
+                    }
+                    c => pattern.push(c),
+                }
+            }
+        }
+    }
+    Some(if subtree {
+        // `a/#` is `a` itself and everything under it.
+        vec![format!("{pattern}/*"), pattern]
+    } else {
+        vec![pattern]
+    })
+}
+
+/// What the topic list says about a filter with wildcards.
+#[derive(Debug)]
+enum TopicPick {
+    /// Exactly the topics it matches, whose messages are few.
+    Listed(Vec<String>),
+    /// Its topics carry so many messages that checking messages newest
+    /// first finds the newest matches soonest.
+    Common,
+    /// Not looked at (version-1 database, too many topics).
+    Unknown,
+}
+
+/// A query turned into SQL: its first step, which yields `seq` and `topic`
+/// of the candidates, newest first.
 #[derive(Debug)]
 struct Plan {
     sql: String,
@@ -432,7 +849,9 @@ struct Plan {
 }
 
 impl Plan {
-    fn new(q: &Query) -> Plan {
+    /// `rows`: the only rows that can match (from the text index);
+    /// `topics`: what the topic list said.
+    fn new(q: &Query, rows: Option<Vec<i64>>, topics: TopicPick) -> Plan {
         use rusqlite::types::Value;
         let mut clauses: Vec<String> = Vec::new();
         let mut params: Vec<Value> = Vec::new();
@@ -441,6 +860,22 @@ impl Plan {
             params.push(value);
             format!("?{}", params.len())
         }
+        // Lists travel as one JSON parameter: no limit on their length.
+        fn json<T: serde::Serialize>(list: &T) -> Value {
+            Value::Text(serde_json::to_string(list).unwrap_or_else(|_| "[]".into()))
+        }
+        // Which index leads: SQLite's statistics cannot know how few rows
+        // the text index or the topic list leave, so the plan says it.
+        let source = if let Some(rows) = &rows {
+            let p = param(&mut params, json(rows));
+            clauses.push(format!("seq IN (SELECT value FROM json_each({p}))"));
+            // Rowid lookups only (NOT INDEXED still allows those).
+            "messages NOT INDEXED"
+        } else if matches!(topics, TopicPick::Listed(_)) {
+            "messages INDEXED BY messages_topic"
+        } else {
+            "messages"
+        };
         if let Some(s) = &q.system {
             let p = param(&mut params, Value::Text(s.clone()));
             clauses.push(format!("system = {p}"));
@@ -468,7 +903,10 @@ impl Plan {
             ));
         }
         let mut exact_filter = None;
-        if let Some(filter) = &q.topic {
+        if let TopicPick::Listed(topics) = &topics {
+            let p = param(&mut params, json(topics));
+            clauses.push(format!("topic IN (SELECT value FROM json_each({p}))"));
+        } else if let Some(filter) = &q.topic {
             match topic_range(filter) {
                 TopicSql::Exact(t) => {
                     let p = param(&mut params, Value::Text(t));
@@ -485,19 +923,35 @@ impl Plan {
                     ));
                 }
                 TopicSql::Prefix(start) => {
+                    // When its topics are common, the literal start must
+                    // not lead (SQLite would read all of its messages to
+                    // sort them by time): `+topic` filters without an
+                    // index, and the time index leads.
+                    let column = match topics {
+                        TopicPick::Common => "+topic",
+                        _ => "topic",
+                    };
                     if !start.is_empty() {
                         let hi = successor(&start);
                         let lo = param(&mut params, Value::Text(start));
                         let hi = param(&mut params, Value::Text(hi));
-                        clauses.push(format!("(topic >= {lo} AND topic < {hi})"));
+                        clauses.push(format!("({column} >= {lo} AND {column} < {hi})"));
+                    }
+                    // SQL drops most non-matches itself; Rust decides.
+                    if let Some(globs) = topic_globs(filter) {
+                        let any: Vec<String> = globs
+                            .into_iter()
+                            .map(|g| {
+                                format!("{column} GLOB {}", param(&mut params, Value::Text(g)))
+                            })
+                            .collect();
+                        clauses.push(format!("({})", any.join(" OR ")));
                     }
                     exact_filter = Some(filter.clone());
                 }
             }
         }
-        let mut sql = String::from(
-            "SELECT seq, id, time, topic, system, agent, severity, summary, payload FROM messages",
-        );
+        let mut sql = format!("SELECT seq, topic FROM {source}");
         if !clauses.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&clauses.join(" AND "));
@@ -855,6 +1309,33 @@ mod tests {
         assert_eq!(s.prune_chunk(millis(1_700_000_010_000)).unwrap(), 10);
         assert_eq!(s.count().unwrap(), 15);
         assert_eq!(s.span().unwrap().unwrap().0, millis(1_700_000_010_000));
+        let topic_count = |s: &Store| -> Vec<(String, i64)> {
+            let mut stmt = s.conn.prepare("SELECT topic, count FROM topics").unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        assert_eq!(topic_count(&s), [("a/b".to_string(), 15)]);
+        s.prune_chunk(millis(1_800_000_000_000)).unwrap();
+        assert_eq!(topic_count(&s), [], "a topic without messages is forgotten");
+        // The text index forgot them too (a contentless index would
+        // otherwise offer their rowids forever).
+        let indexed: i64 = s
+            .conn
+            .query_row(
+                "SELECT count(*) FROM messages_text WHERE messages_text MATCH '\"a/b\"'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexed, 0);
+        assert_eq!(
+            s.insert(&rows[..3]).unwrap(),
+            3,
+            "pruned ids may come again"
+        );
+        assert_eq!(topic_count(&s), [("a/b".to_string(), 3)]);
     }
 
     #[test]
@@ -868,6 +1349,161 @@ mod tests {
         drop(s);
         let e = Store::open_reader(&path).unwrap_err();
         assert!(e.to_string().contains("schema version 99"), "{e}");
+    }
+
+    /// The SQL of a query's first step, and SQLite's plan for it.
+    fn explain(s: &Store, q: &Query) -> String {
+        let plan = s.plan(q).unwrap();
+        let mut stmt = s
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", plan.sql))
+            .unwrap();
+        let details: Vec<String> = stmt
+            .query_map(params_from_iter(plan.params.iter()), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        details.join("; ")
+    }
+
+    #[test]
+    fn rare_topics_and_text_are_read_through_their_indexes() {
+        let (_dir, mut s) = store();
+        let rows: Vec<_> = (0..3000)
+            .map(|i| {
+                let topic_name = format!("signalbox/prod/git/pkg{}/commit", i % 300);
+                message(
+                    i,
+                    &topic_name,
+                    Some("jk"),
+                    &format!("pushed to pkg{}", i % 300),
+                )
+            })
+            .collect();
+        s.insert(&rows).unwrap();
+        s.analyze().unwrap();
+        let rare_topic = Query {
+            topic: Some("signalbox/prod/+/pkg7/#".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let plan = explain(&s, &rare_topic);
+        assert!(
+            plan.contains("USING COVERING INDEX messages_topic (topic=?"),
+            "{plan}"
+        );
+        assert_eq!(s.query(&rare_topic).unwrap().messages.len(), 10);
+        let common_topic = Query {
+            topic: Some("signalbox/+/git/#".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let plan = explain(&s, &common_topic);
+        assert!(!plan.contains("messages_topic (topic=?"), "{plan}");
+        assert!(plan.contains("messages_time"), "newest first: {plan}");
+        assert!(s.plan(&common_topic).unwrap().exact_filter.is_some());
+        let rare_text = Query {
+            grep: Some("pkg17".into()),
+            limit: 100,
+            ..Default::default()
+        };
+        let plan = explain(&s, &rare_text);
+        assert!(
+            plan.contains("USING INTEGER PRIMARY KEY (rowid=?)"),
+            "{plan}"
+        );
+        assert_eq!(
+            s.query(&rare_text).unwrap().messages.len(),
+            100,
+            "pkg17 and pkg170..pkg179"
+        );
+        assert!(s.query(&rare_text).unwrap().truncated);
+    }
+
+    #[test]
+    fn a_version_1_database_is_read_as_is_and_upgraded_by_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SCHEMA).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            for i in 0..20i64 {
+                conn.execute(
+                    "INSERT INTO messages (id, time, topic, system, agent, severity, summary, payload)
+                     VALUES (?1, ?2, ?3, 'git', 'jk', 1, ?4, x'00')",
+                    rusqlite::params![
+                        format!("id-{i}"),
+                        1_700_000_000_000 + i,
+                        format!("signalbox/prod/git/pkg{}/commit", i % 4),
+                        format!("pushed to pkg{}", i % 4)
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let queries = [
+            Query {
+                topic: Some("signalbox/+/+/pkg1/#".into()),
+                limit: 100,
+                ..Default::default()
+            },
+            Query {
+                grep: Some("PKG2".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        ];
+        let reader = Store::open_reader(&path).unwrap();
+        assert!(!reader.indexed);
+        let before: Vec<Vec<String>> = queries
+            .iter()
+            .map(|q| ids(&reader.query(q).unwrap()))
+            .collect();
+        assert_eq!(before[0].len(), 5);
+        assert_eq!(before[1].len(), 5);
+        drop(reader);
+        let mut writer = Store::open_writer(&path).unwrap();
+        writer
+            .insert(&[message(
+                99,
+                "signalbox/prod/git/pkg1/commit",
+                None,
+                "pkg1 again",
+            )])
+            .unwrap();
+        drop(writer);
+        let reader = Store::open_reader(&path).unwrap();
+        assert!(reader.indexed);
+        let topics: i64 = reader
+            .conn
+            .query_row(
+                "SELECT count FROM topics WHERE topic = 'signalbox/prod/git/pkg1/commit'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(topics, 6, "5 migrated, 1 new");
+        let after: Vec<Vec<String>> = queries
+            .iter()
+            .map(|q| ids(&reader.query(q).unwrap()))
+            .collect();
+        assert_eq!(
+            after[0][..5],
+            before[0][..],
+            "the old rows, then the new one"
+        );
+        assert_eq!(after[0].len(), 6);
+        assert_eq!(after[1], before[1]);
+    }
+
+    #[test]
+    fn trigram_queries_cover_the_text() {
+        assert!(trigrams("ab").is_empty());
+        assert_eq!(trigrams("abcab"), ["abc", "bca", "cab"]);
+        assert_eq!(fts_term("a\"b"), "\"a\"\"b\"");
+        assert_eq!(topic_globs("#"), None);
+        assert_eq!(topic_globs("a/+/b*/#").unwrap(), ["a/*/b[*]/*", "a/*/b[*]"]);
     }
 
     #[test]
@@ -952,15 +1588,96 @@ mod tests {
             prop_assert_eq!(parse_time(&text, Utc::now()).unwrap(), t);
         }
 
+        /// Both ways of narrowing a `+` filter (the topic list, and the
+        /// literal start plus GLOB then an exact check) find exactly what
+        /// the MQTT matcher accepts.
         #[test]
         fn sql_topic_narrowing_agrees_with_mqtt_matching(
             filter in "(a|b|\\+)(/(a|b|\\+)){0,2}(/#)?",
-            topic_name in "(a|b|ab)(/(a|b|ab)){0,3}",
+            topic_names in prop::collection::vec("(a|b|ab)(/(a|b|ab)){0,3}", 1..6),
         ) {
             let (_dir, mut s) = store();
-            s.insert(&[message(1, &topic_name, None, "x")]).unwrap();
-            let found = s.query(&Query { topic: Some(filter.clone()), limit: 5, ..Default::default() }).unwrap();
-            prop_assert_eq!(found.messages.len() == 1, topic::matches(&filter, &topic_name));
+            let rows: Vec<_> = topic_names
+                .iter()
+                .enumerate()
+                .map(|(i, t)| message(i as i64, t, None, "x"))
+                .collect();
+            s.insert(&rows).unwrap();
+            let want: Vec<String> = rows
+                .iter()
+                .filter(|m| topic::matches(&filter, &m.topic))
+                .map(|m| m.id.clone())
+                .collect();
+            let q = Query { topic: Some(filter.clone()), limit: 10, ..Default::default() };
+            for indexed in [true, false] {
+                s.indexed = indexed;
+                prop_assert_eq!(&ids(&s.query(&q).unwrap()), &want, "indexed: {}", indexed);
+            }
+        }
+
+        /// The GLOB pre-filter never drops a topic the filter matches,
+        /// whatever characters the literal levels hold.
+        #[test]
+        fn topic_globs_never_exclude_a_match(
+            levels in prop::collection::vec("\\$?[ab*?\\[\\]]{0,2}", 1..5),
+            wild in prop::collection::vec(any::<bool>(), 5),
+            cut in 0usize..8,
+        ) {
+            // A filter made from the topic: some levels `+`, maybe cut
+            // short with `#`.
+            let topic_name = levels.join("/");
+            let mut filter: Vec<String> = levels
+                .iter()
+                .zip(&wild)
+                .map(|(l, w)| if *w { "+".to_string() } else { l.clone() })
+                .collect();
+            if cut <= filter.len() {
+                filter.truncate(cut);
+                filter.push("#".into());
+            }
+            let filter = filter.join("/");
+            prop_assume!(topic::matches(&filter, &topic_name));
+            let globs = topic_globs(&filter);
+            let conn = Connection::open_in_memory().unwrap();
+            let any = globs.is_none_or(|globs| {
+                globs.iter().any(|g| {
+                    conn.query_row("SELECT ?1 GLOB ?2", [&topic_name, g], |r| r.get::<_, bool>(0))
+                        .unwrap()
+                })
+            });
+            prop_assert!(any, "{} does not pass the GLOB of {}", topic_name, filter);
+        }
+
+        /// `--grep` through the trigram index finds exactly what an
+        /// ASCII-case-insensitive substring search of summary, topic and
+        /// agent finds.
+        #[test]
+        fn grep_index_agrees_with_substring_search(
+            summaries in prop::collection::vec("[abAB\"%_é ]{0,8}", 1..6),
+            text in "[abAB\"%_é]{1,4}",
+        ) {
+            let (_dir, mut s) = store();
+            let rows: Vec<_> = summaries
+                .iter()
+                .enumerate()
+                .map(|(i, summary)| message(i as i64, "t/b", Some("Ab"), summary))
+                .collect();
+            s.insert(&rows).unwrap();
+            let lower = text.to_ascii_lowercase();
+            let want: Vec<String> = rows
+                .iter()
+                .filter(|m| {
+                    [m.summary.as_str(), m.topic.as_str(), m.agent.as_deref().unwrap_or("")]
+                        .iter()
+                        .any(|field| field.to_ascii_lowercase().contains(&lower))
+                })
+                .map(|m| m.id.clone())
+                .collect();
+            let q = Query { grep: Some(text.clone()), limit: 10, ..Default::default() };
+            for indexed in [true, false] {
+                s.indexed = indexed;
+                prop_assert_eq!(&ids(&s.query(&q).unwrap()), &want, "indexed: {}", indexed);
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 //! with the broker down (refused at once) messages are spooled at once;
 //! with a broker that does not answer, after at most the budget.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use chrono::{DateTime, Utc};
 use signalbox_common::config::Config;
 use signalbox_common::health::{HealthReport, HealthState};
 use signalbox_common::mqtt::{ConnectOptions, Connection, MqttError, Publish, Qos};
+use signalbox_common::sign::SigningKey;
 use signalbox_common::spool::{Outbox, Spool};
 use signalbox_common::topic;
 
@@ -24,6 +26,29 @@ pub const DEFAULT_TIMEOUT_S: f64 = 5.0;
 const HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
 /// Longest wait for a clean disconnect.
 const DISCONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The signing key of this process (`--sign-key`), loaded once by
+/// [`load_signer`] before any bridge runs.
+static SIGNER: std::sync::OnceLock<Option<Arc<SigningKey>>> = std::sync::OnceLock::new();
+
+/// Loads the configured signing key, if any, for every outbox of this
+/// process. A key that cannot be used is an error: a bridge asked to sign
+/// must not publish unsigned messages instead.
+pub fn load_signer(config: &Config) -> Result<(), String> {
+    let key = match &config.sign_key.value {
+        Some(path) => Some(Arc::new(
+            SigningKey::load(path).map_err(|e| format!("--sign-key: {e}"))?,
+        )),
+        None => None,
+    };
+    let _ = SIGNER.set(key);
+    Ok(())
+}
+
+/// The signing key loaded by [`load_signer`].
+pub fn signer() -> Option<Arc<SigningKey>> {
+    SIGNER.get().cloned().flatten()
+}
 
 /// A bridge run's connection and outbox.
 pub struct Session {
@@ -83,7 +108,10 @@ impl Session {
             .as_ref()
             .map(Connection::publisher)
             .map_err(Clone::clone);
-        let outbox = Outbox::open(spool, publisher, deadline, budget / 2).await;
+        let mut outbox = Outbox::open(spool, publisher, deadline, budget / 2).await;
+        if let Some(key) = signer() {
+            outbox.set_signer(key);
+        }
         Session {
             config,
             started,

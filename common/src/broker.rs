@@ -4,8 +4,16 @@
 //! that it reports. What it does not do: persistence (retained messages and
 //! sessions live in memory and are lost when it stops), ACLs, clustering.
 //! For those, run mosquitto or a broker cluster and point `--broker` at it.
+//!
+//! It can require a user name and password of every client
+//! ([`EmbeddedBroker::start_with_users`], `signalbox broker --passwords
+//! FILE`). It does not do TLS: rumqttd's TLS listener insists on client
+//! certificates and adds a certificate parser to every build; a bus that
+//! crosses hosts belongs on mosquitto with TLS (deploy/mosquitto.conf).
 
+use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -24,6 +32,14 @@ pub enum BrokerError {
         /// The address asked for.
         addr: SocketAddr,
         /// The operating system's reason.
+        reason: String,
+    },
+    /// The password file cannot be used.
+    #[error("password file {path}: {reason}")]
+    Passwords {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (with the line).
         reason: String,
     },
     /// rumqttd rejected its configuration or stopped at once.
@@ -74,9 +90,29 @@ impl EmbeddedBroker {
     /// Starts the broker on its own threads and returns once it accepts
     /// connections.
     pub fn start(options: &BrokerOptions) -> Result<EmbeddedBroker, BrokerError> {
+        Self::start_with_users(options, &BTreeMap::new())
+    }
+
+    /// Like [`EmbeddedBroker::start`], requiring every client to log in as
+    /// one of `users` (user name → password) when it is not empty. rumqttd
+    /// closes a connection with wrong credentials without a CONNACK: the
+    /// client sees the connection closed, not a reason.
+    pub fn start_with_users(
+        options: &BrokerOptions,
+        users: &BTreeMap<String, String>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
         let addr = reserve(options.listen)?;
         let addr_v5 = options.listen_v5.map(reserve).transpose()?;
-        let config = rumqttd_config(addr, addr_v5)?;
+        let mut config = rumqttd_config(addr, addr_v5)?;
+        if !users.is_empty() {
+            let auth: HashMap<String, String> =
+                users.iter().map(|(u, p)| (u.clone(), p.clone())).collect();
+            for servers in [&mut config.v4, &mut config.v5].into_iter().flatten() {
+                for server in servers.values_mut() {
+                    server.connections.auth = Some(auth.clone());
+                }
+            }
+        }
         let mut broker = rumqttd::Broker::new(config);
         let thread = std::thread::Builder::new()
             .name("signalbox-broker".into())
@@ -153,6 +189,44 @@ impl EmbeddedBroker {
     }
 }
 
+/// Reads the embedded broker's password file: one `user:password` per
+/// line, `#` comments. The passwords are in clear text, so the file must
+/// be readable by its owner only (mode 0600).
+pub fn read_password_file(path: &Path) -> Result<BTreeMap<String, String>, BrokerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let bad = |reason: String| BrokerError::Passwords {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(bad(format!(
+            "readable by other users (mode {mode:04o}): run chmod 600 {}",
+            path.display()
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+    let mut users = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.trim_start().starts_with('#') {
+            continue;
+        }
+        match line.split_once(':') {
+            Some((user, password)) if !user.trim().is_empty() && !password.is_empty() => {
+                users.insert(user.trim().to_string(), password.to_string());
+            }
+            // Never echo the line: it holds a password.
+            _ => return Err(bad(format!("line {}: expected user:password", n + 1))),
+        }
+    }
+    if users.is_empty() {
+        return Err(bad("no user:password line".into()));
+    }
+    Ok(users)
+}
+
 /// Checks that `addr` can be listened on and resolves port 0 to a free port.
 /// The socket is released again for rumqttd to bind; the window in between
 /// is a few milliseconds.
@@ -221,6 +295,34 @@ mod tests {
         assert!(broker
             .addr_v5()
             .is_some_and(|a| TcpStream::connect(a).is_ok()));
+    }
+
+    #[test]
+    fn password_files_are_private_and_well_formed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("passwords");
+        std::fs::write(
+            &path,
+            "# users\nconsole:s3cret:with:colons\nbridge-git:pw\n",
+        )
+        .expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let users = read_password_file(&path).expect("reads");
+        assert_eq!(
+            users.get("console").map(String::as_str),
+            Some("s3cret:with:colons")
+        );
+        assert_eq!(users.len(), 2);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let err = read_password_file(&path).expect_err("open").to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+        std::fs::write(&path, "no-colon-secret\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let err = read_password_file(&path)
+            .expect_err("malformed")
+            .to_string();
+        assert!(err.contains("line 1") && !err.contains("secret"), "{err}");
     }
 
     #[test]

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use crate::sign::SignaturePolicy;
+
 /// Default broker URL: the embedded broker or a local mosquitto.
 pub const DEFAULT_BROKER: &str = "mqtt://127.0.0.1:1883";
 /// Default deployment environment (the second topic level).
@@ -150,6 +152,16 @@ pub struct Overrides {
     pub ca_file: Option<PathBuf>,
     /// `--mqtt-version 3|5`.
     pub mqtt_version: Option<u8>,
+    /// `--client-cert FILE`.
+    pub client_cert: Option<PathBuf>,
+    /// `--client-key FILE`.
+    pub client_key: Option<PathBuf>,
+    /// `--sign-key FILE`.
+    pub sign_key: Option<PathBuf>,
+    /// `--trust DIR`.
+    pub trust_dir: Option<PathBuf>,
+    /// `--signature-policy require|mark`.
+    pub signature_policy: Option<SignaturePolicy>,
 }
 
 /// The effective configuration.
@@ -180,6 +192,21 @@ pub struct Config {
     pub password: Sourced<Option<String>>,
     /// CA certificate file (PEM) for `mqtts://`; the system roots otherwise.
     pub ca_file: Sourced<Option<PathBuf>>,
+    /// Client certificate (PEM) presented to an `mqtts://` broker that
+    /// asks for one; needs `client_key`.
+    pub client_cert: Sourced<Option<PathBuf>>,
+    /// The client certificate's private key (PEM); its content is never
+    /// printed.
+    pub client_key: Sourced<Option<PathBuf>>,
+    /// Secret ed25519 key file that signs what this program publishes
+    /// (`signalbox keygen`); unsigned when absent.
+    pub sign_key: Sourced<Option<PathBuf>>,
+    /// Directory of trusted public keys (`*.pub`): listeners and the
+    /// console check signatures against it.
+    pub trust_dir: Sourced<Option<PathBuf>>,
+    /// What listeners do with unsigned or badly signed messages when a
+    /// trust directory is set.
+    pub signature_policy: Sourced<SignaturePolicy>,
     /// MQTT protocol version: 3 (3.1.1) or 5.
     pub mqtt_version: Sourced<u8>,
     /// MQTT keepalive in seconds.
@@ -207,6 +234,11 @@ struct FileValues {
     password: Option<String>,
     password_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    client_cert: Option<PathBuf>,
+    client_key: Option<PathBuf>,
+    sign_key: Option<PathBuf>,
+    trust_dir: Option<PathBuf>,
+    signature_policy: Option<String>,
     mqtt_version: Option<u8>,
     keepalive: Option<u64>,
     connect_timeout: Option<u64>,
@@ -225,6 +257,11 @@ const KNOWN_KEYS: &[&str] = &[
     "password",
     "password_file",
     "ca_file",
+    "client_cert",
+    "client_key",
+    "sign_key",
+    "trust_dir",
+    "signature_policy",
     "mqtt_version",
     "keepalive",
     "connect_timeout",
@@ -478,6 +515,73 @@ impl Config {
             None,
         );
 
+        let path_setting = |flag: &Option<PathBuf>, var: &'static str, file: Option<PathBuf>| {
+            pick(
+                flag.clone().map(Some),
+                var,
+                env(var).map(|p| Some(PathBuf::from(p))),
+                file.map(Some),
+                &from_file,
+                None,
+            )
+        };
+        let client_cert = path_setting(
+            &flags.client_cert,
+            "SIGNALBOX_CLIENT_CERT",
+            values.client_cert,
+        );
+        let client_key = path_setting(&flags.client_key, "SIGNALBOX_CLIENT_KEY", values.client_key);
+        if client_cert.value.is_some() != client_key.value.is_some() {
+            let (given, origin) = if client_cert.value.is_some() {
+                ("client_cert", &client_cert)
+            } else {
+                ("client_key", &client_key)
+            };
+            return Err(ConfigError::InvalidValue {
+                setting: given,
+                value: origin
+                    .value
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+                source_name: origin.origin.to_string(),
+                reason: "a client certificate needs its key: give both client_cert and client_key"
+                    .into(),
+            });
+        }
+        let sign_key = path_setting(&flags.sign_key, "SIGNALBOX_SIGN_KEY", values.sign_key);
+        let trust_dir = path_setting(&flags.trust_dir, "SIGNALBOX_TRUST", values.trust_dir);
+        let policy_env = match env("SIGNALBOX_SIGNATURE_POLICY") {
+            Some(raw) => Some(raw.parse::<SignaturePolicy>().map_err(|reason| {
+                ConfigError::InvalidValue {
+                    setting: "signature_policy",
+                    value: raw.clone(),
+                    source_name: "env SIGNALBOX_SIGNATURE_POLICY".into(),
+                    reason,
+                }
+            })?),
+            None => None,
+        };
+        let policy_file = match values.signature_policy {
+            Some(raw) => Some(raw.parse::<SignaturePolicy>().map_err(|reason| {
+                ConfigError::InvalidValue {
+                    setting: "signature_policy",
+                    value: raw.clone(),
+                    source_name: Origin::File(file.clone()).to_string(),
+                    reason,
+                }
+            })?),
+            None => None,
+        };
+        let signature_policy = pick(
+            flags.signature_policy,
+            "SIGNALBOX_SIGNATURE_POLICY",
+            policy_env,
+            policy_file,
+            &from_file,
+            SignaturePolicy::default(),
+        );
+
         Ok(Config {
             file,
             file_loaded,
@@ -491,6 +595,11 @@ impl Config {
             username,
             password,
             ca_file,
+            client_cert,
+            client_key,
+            sign_key,
+            trust_dir,
+            signature_policy,
             mqtt_version,
             keepalive,
             connect_timeout,
@@ -560,6 +669,31 @@ impl Config {
                 "ca_file",
                 opt(&self.ca_file.value.as_ref().map(|p| p.display())),
                 self.ca_file.origin.to_string(),
+            ),
+            (
+                "client_cert",
+                opt(&self.client_cert.value.as_ref().map(|p| p.display())),
+                self.client_cert.origin.to_string(),
+            ),
+            (
+                "client_key",
+                opt(&self.client_key.value.as_ref().map(|p| p.display())),
+                self.client_key.origin.to_string(),
+            ),
+            (
+                "sign_key",
+                opt(&self.sign_key.value.as_ref().map(|p| p.display())),
+                self.sign_key.origin.to_string(),
+            ),
+            (
+                "trust_dir",
+                opt(&self.trust_dir.value.as_ref().map(|p| p.display())),
+                self.trust_dir.origin.to_string(),
+            ),
+            (
+                "signature_policy",
+                self.signature_policy.value.to_string(),
+                self.signature_policy.origin.to_string(),
             ),
             (
                 "mqtt_version",
@@ -789,7 +923,10 @@ fn toml_reason(e: &toml::de::Error, text: Option<&str>) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    format!("{place}{}", message.split_whitespace().collect::<Vec<_>>().join(" "))
+    format!(
+        "{place}{}",
+        message.split_whitespace().collect::<Vec<_>>().join(" ")
+    )
 }
 
 #[cfg(test)]

@@ -18,6 +18,8 @@
 //! - [`spool`]: the durable publish spool and [`spool::Outbox`], "publish
 //!   confirmed or spool", used by every bridge.
 //! - [`broker`]: the embedded broker (rumqttd) for one host, the demo and tests.
+//! - [`sign`]: ed25519 keys, the canonical form of an envelope, signing and
+//!   verification against a directory of trusted public keys.
 
 pub mod broker;
 pub mod config;
@@ -27,6 +29,7 @@ pub mod health;
 pub mod listener;
 pub mod mqtt;
 pub mod seen;
+pub mod sign;
 pub mod spool;
 pub mod topic;
 

@@ -42,6 +42,7 @@ use crate::mqtt::{
     ConnState, ConnectOptions, Connection, Message, MqttError, Publish, Publisher, Qos, Will,
 };
 use crate::seen::{SeenSet, DEFAULT_CAPACITY};
+use crate::sign::{SignError, SignaturePolicy, TrustStore, Verdict};
 use crate::topic::{self, Reserved};
 
 /// Time allowed for the broker to confirm a failure record or a report.
@@ -123,6 +124,9 @@ pub struct Delivery {
     /// With debouncing: how many messages this run stands for (the last
     /// of a burst is the one delivered). 1 otherwise.
     pub burst: u32,
+    /// The signature check, when the listener has a trust directory
+    /// (policy `mark` hands unsigned and invalid messages over with it).
+    pub signature: Option<Verdict>,
 }
 
 impl Delivery {
@@ -166,6 +170,11 @@ pub struct ListenerOptions {
     /// `--wait-for`, for regeneration jobs). Every message of the burst is
     /// acknowledged once that run succeeded or its failure was recorded.
     pub debounce: Option<Duration>,
+    /// Directory of trusted public keys: signatures are checked when set.
+    pub trust_dir: Option<PathBuf>,
+    /// With a trust directory: refuse (failure record "bad signature") or
+    /// only mark unsigned and invalid messages.
+    pub signature_policy: SignaturePolicy,
 }
 
 impl ListenerOptions {
@@ -182,6 +191,8 @@ impl ListenerOptions {
             dedup_capacity: DEFAULT_CAPACITY,
             state_dir: Some(config.state_dir.value.join("listeners").join(name)),
             debounce: None,
+            trust_dir: config.trust_dir.value.clone(),
+            signature_policy: config.signature_policy.value,
         }
     }
 }
@@ -209,6 +220,9 @@ pub enum ListenerError {
     /// The connection could not be set up (bad URL, CA file…).
     #[error(transparent)]
     Mqtt(#[from] MqttError),
+    /// The trust directory cannot be read.
+    #[error(transparent)]
+    Trust(#[from] SignError),
     /// The de-duplication state cannot be opened.
     #[error("cannot open the de-duplication state {path}: {reason}")]
     State {
@@ -259,6 +273,8 @@ struct Runtime {
     started: DateTime<Utc>,
     subscriptions: Vec<String>,
     options: ListenerOptions,
+    /// Trusted keys, when signatures are checked.
+    trust: Option<TrustStore>,
     shared: Mutex<Shared>,
     publisher: Publisher,
 }
@@ -276,6 +292,10 @@ where
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
     validate(&options)?;
+    let trust = match &options.trust_dir {
+        Some(dir) => Some(TrustStore::load(dir)?),
+        None => None,
+    };
     let seen = match &options.state_dir {
         Some(dir) => {
             let path = dir.join("seen");
@@ -328,6 +348,7 @@ where
         started,
         subscriptions: subscriptions.clone(),
         options: options.clone(),
+        trust,
         shared: Mutex::new(Shared {
             counters: Counters::default(),
             last_error: None,
@@ -494,6 +515,7 @@ async fn subscribe_until_done(
                     reason: format!("the broker refused it: {reason}"),
                 })
             }
+            Err(e @ MqttError::NotAuthorized { .. }) => return Err(ListenerError::Mqtt(e)),
             Err(MqttError::Closed) => return Err(ListenerError::Mqtt(MqttError::Closed)),
             Err(e) => {
                 tracing::warn!(listener = %name, "subscribing failed, retrying: {e}");
@@ -543,6 +565,25 @@ impl Runtime {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Checks a payload's signature when a trust directory is set.
+    fn verdict(&self, payload: &[u8]) -> Option<Verdict> {
+        self.trust.as_ref().map(|t| t.verify(payload))
+    }
+
+    /// Why the handler must not run on a message, under policy `require`.
+    fn refusal(&self, verdict: &Option<Verdict>) -> Option<String> {
+        if self.options.signature_policy != SignaturePolicy::Require {
+            return None;
+        }
+        match verdict {
+            Some(Verdict::Valid { .. }) | None => None,
+            Some(Verdict::Unsigned) => {
+                Some("unsigned message: this listener requires signed messages".into())
+            }
+            Some(v @ Verdict::Invalid { .. }) => Some(v.describe()),
+        }
+    }
+
     fn trouble(&self, error: String) {
         let mut s = self.lock();
         s.last_error = Some(one_line(&error));
@@ -573,7 +614,8 @@ impl Runtime {
         // behind the bus the handler is.
         r.extra.insert("backlog".into(), s.backlog.into());
         if let Some(lag) = s.lag_s {
-            r.extra.insert("lag_s".into(), ((lag * 10.0).round() / 10.0).into());
+            r.extra
+                .insert("lag_s".into(), ((lag * 10.0).round() / 10.0).into());
         }
         r
     }
@@ -744,7 +786,8 @@ impl Runtime {
         stop: &std::sync::atomic::AtomicBool,
     ) -> bool {
         self.trouble(format!("{id}: {error}"));
-        let record = FailureRecord::new(&self.name, id, topic, payload, error, Utc::now());
+        let mut record = FailureRecord::new(&self.name, id, topic, payload, error, Utc::now());
+        keep_signed_content(&mut record, payload);
         if !self.store_record(&record, stop).await {
             return false;
         }
@@ -783,6 +826,35 @@ impl Runtime {
         let mut p = Publish::new(to, reply, Qos::AtLeastOnce, false);
         p.correlation = correlation;
         let _ = self.publisher.publish(p).await;
+    }
+}
+
+/// A record embeds an envelope as parsed, and a replay re-serialises it.
+/// For a signed message whose canonical form would change on that trip (a
+/// foreign producer's time with microseconds, a `"warn"` severity, an
+/// explicit `null`), the record keeps the exact payload text instead, so
+/// that the signature still verifies after a replay.
+fn keep_signed_content(record: &mut FailureRecord, payload: &[u8]) {
+    let Ok(serde_json::Value::Object(original)) = serde_json::from_slice(payload) else {
+        return;
+    };
+    if !original.contains_key(crate::sign::SIG_FIELD) || record.envelope.is_none() {
+        return;
+    }
+    let stable = record
+        .message_bytes()
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .is_some_and(|again| {
+            crate::sign::canonical_json(&again)
+                == crate::sign::canonical_json(&serde_json::Value::Object(original.clone()))
+        });
+    if !stable {
+        if let Ok(text) = std::str::from_utf8(payload) {
+            record.envelope = None;
+            record.payload = Some(text.to_string());
+            record.payload_base64 = Some(false);
+        }
     }
 }
 
@@ -911,6 +983,8 @@ async fn handle_burst<H, Fut>(
     let id = last_id
         .clone()
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let signature = runtime.verdict(&last.payload);
+    let refused = runtime.refusal(&signature);
     let delivery = Delivery {
         topic: last.topic.clone(),
         payload: last.payload.clone(),
@@ -919,8 +993,13 @@ async fn handle_burst<H, Fut>(
         replay: false,
         attempt: 1,
         burst: fresh.len() as u32,
+        signature,
     };
-    match run_handler(handler, runtime, delivery, runtime.options.retries, stop).await {
+    let outcome = match refused {
+        Some(reason) => Err(reason),
+        None => run_handler(handler, runtime, delivery, runtime.options.retries, stop).await,
+    };
+    match outcome {
         Ok(_) => runtime.lock().counters.processed += fresh.len() as u64,
         Err(error) => {
             if !runtime
@@ -979,6 +1058,8 @@ async fn handle_message<H, Fut>(
             .as_ref()
             .map(|i| Bytes::from(i.clone().into_bytes()))
     });
+    let signature = runtime.verdict(&message.payload);
+    let refused = runtime.refusal(&signature);
     let delivery = Delivery {
         topic: message.topic.clone(),
         payload: message.payload.clone(),
@@ -987,8 +1068,13 @@ async fn handle_message<H, Fut>(
         replay: false,
         attempt: 1,
         burst: 1,
+        signature,
     };
-    match run_handler(handler, runtime, delivery, runtime.options.retries, stop).await {
+    let outcome = match refused {
+        Some(reason) => Err(reason),
+        None => run_handler(handler, runtime, delivery, runtime.options.retries, stop).await,
+    };
+    match outcome {
         Ok(reply) => {
             runtime.lock().counters.processed += 1;
             if let Some(reply) = reply {
@@ -1072,6 +1158,8 @@ async fn replay<H, Fut>(
             }
         };
         runtime.lock().counters.replayed += 1;
+        let signature = runtime.verdict(&bytes);
+        let refused = runtime.refusal(&signature);
         let delivery = Delivery {
             topic: record.topic.clone(),
             decoded: Arc::new(Payload::decode(&bytes)),
@@ -1080,8 +1168,13 @@ async fn replay<H, Fut>(
             replay: true,
             attempt: record.attempts + 1,
             burst: 1,
+            signature,
         };
-        match run_handler(handler, runtime, delivery, 1, stop).await {
+        let outcome = match refused {
+            Some(reason) => Err(reason),
+            None => run_handler(handler, runtime, delivery, 1, stop).await,
+        };
+        match outcome {
             Ok(_) => {
                 runtime.clear_record(&id).await;
                 results.push(ReplayResult {

@@ -32,6 +32,21 @@ use crate::config::{mask_url_password, Config};
 /// Largest payload accepted or sent (MQTT allows 256 MiB; a bus message
 /// above this is a mistake, and the cap bounds memory per message).
 pub const MAX_PACKET_SIZE: usize = 64 * 1024 * 1024;
+/// Largest packet accepted from a broker: the MQTT maximum. A smaller limit
+/// would not stop a broker from sending a larger retained or queued
+/// message; it would only make the connection fail on it again and again.
+const MAX_INCOMING_PACKET_SIZE: usize = 268_435_455;
+/// A connection that lasted this long was healthy: the reconnect backoff
+/// starts again from its minimum after it breaks.
+const STABLE_CONNECTION: Duration = Duration::from_secs(5);
+/// A connection that broke sooner than this after its CONNACK, with a
+/// publish in flight, may have been closed because of that publish.
+const QUICK_DROP: Duration = Duration::from_secs(2);
+/// A publish in flight at this many quick drops in a row is given up: the
+/// broker closes the connection whenever it arrives (too large for it, too
+/// many topic levels, not allowed), and resending it for ever would stall
+/// everything behind it.
+const POISON_DROPS: u8 = 3;
 /// Requests handed to rumqttc but not yet written: bounded so that a backlog
 /// (e.g. after an outage) stays here, in order, instead of in its channel.
 const RUMQTT_CHANNEL_CAP: usize = 512;
@@ -45,6 +60,9 @@ const RESEND_WINDOW_MAX_MESSAGES: usize = 100_000;
 /// ...and at most this many payload bytes, whatever its duration says, so
 /// a fast stream cannot make it grow without bound.
 const RESEND_WINDOW_MAX_BYTES: usize = 64 * 1024 * 1024;
+/// The refusal reason that stands for "the broker's ACL said no": turned
+/// into [`MqttError::NotAuthorized`].
+const NOT_AUTHORIZED: &str = "not authorized";
 /// First reconnect delay.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 /// Reconnect delays never exceed this, so a broker that comes back is in
@@ -128,6 +146,25 @@ pub enum MqttError {
         /// Why.
         reason: String,
     },
+    /// The client certificate or its key cannot be used.
+    #[error("cannot use client certificate {path}: {reason}")]
+    ClientCert {
+        /// The certificate or key file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The broker's access control refused an operation (MQTT 5 reason
+    /// code 0x87, or a refused subscription).
+    #[error(
+        "not authorized to {action} {topic}: the broker's ACL does not allow it for this user"
+    )]
+    NotAuthorized {
+        /// What was refused: "publish to" or "subscribe to".
+        action: &'static str,
+        /// The topic or filter.
+        topic: String,
+    },
     /// No broker could be reached (network, TLS, timeout).
     #[error("cannot reach broker {broker}: {reason}")]
     Unreachable {
@@ -159,6 +196,22 @@ pub enum MqttError {
         topic: String,
         /// The reason code given.
         reason: String,
+    },
+    /// The message cannot be one MQTT packet.
+    #[error("message to {topic} of {size} bytes is larger than the {MAX_PACKET_SIZE} bytes one MQTT packet may hold")]
+    TooLarge {
+        /// The topic (cut to 200 bytes).
+        topic: String,
+        /// Payload bytes.
+        size: usize,
+    },
+    /// The broker closed the connection every time this publish was sent.
+    #[error("broker closed the connection each time the message to {topic} was sent ({drops} times): it is too large for the broker, has too many topic levels, or is not allowed")]
+    DroppedByBroker {
+        /// The topic (cut to 200 bytes).
+        topic: String,
+        /// Connections lost with it in flight.
+        drops: u8,
     },
     /// The broker refused a subscription.
     #[error("broker refused the subscription to {filter}: {reason}")]
@@ -285,6 +338,10 @@ pub struct ConnectOptions {
     pub password: Option<String>,
     /// CA file (PEM) for TLS; the system's roots when absent.
     pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) for brokers that ask for one.
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    pub client_key: Option<PathBuf>,
     /// Last Will.
     pub will: Option<Will>,
     /// Incoming QoS 1 messages are acknowledged only by [`Connection::ack`].
@@ -329,6 +386,8 @@ impl ConnectOptions {
             username: config.username.value.clone(),
             password: config.password.value.clone(),
             ca_file: config.ca_file.value.clone(),
+            client_cert: config.client_cert.value.clone(),
+            client_key: config.client_key.value.clone(),
             will: None,
             manual_acks: false,
             inflight: 100,
@@ -349,6 +408,8 @@ impl ConnectOptions {
             username: None,
             password: None,
             ca_file: None,
+            client_cert: None,
+            client_key: None,
             will: None,
             manual_acks: false,
             inflight: 100,
@@ -356,6 +417,34 @@ impl ConnectOptions {
             resend_window: Duration::from_secs(crate::config::DEFAULT_RESEND_WINDOW_S),
         })
     }
+}
+
+/// A topic for an error message: at most 200 bytes, cut at a character
+/// boundary (a topic may be 65,535 bytes long).
+fn short_topic(topic: &str) -> String {
+    const MAX: usize = 200;
+    if topic.len() <= MAX {
+        return topic.to_string();
+    }
+    let mut end = MAX;
+    while !topic.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes)", &topic[..end], topic.len())
+}
+
+/// Refuses a publish that cannot be one MQTT packet (fixed header, topic
+/// length, packet id and room for MQTT 5 properties on top of the topic
+/// and payload).
+fn check_size(publish: &Publish) -> Result<(), MqttError> {
+    const OVERHEAD: usize = 5 + 2 + 2 + 16;
+    if publish.payload.len() + publish.topic.len() + OVERHEAD > MAX_PACKET_SIZE {
+        return Err(MqttError::TooLarge {
+            topic: short_topic(&publish.topic),
+            size: publish.payload.len(),
+        });
+    }
+    Ok(())
 }
 
 /// A client id unique to this process: `{role}-{host}-{pid}` sanitised to the
@@ -554,6 +643,7 @@ impl Publisher {
     /// Queues a publish; the returned [`Confirmation`] resolves on PUBACK.
     /// Waits only when [`MAX_UNCONFIRMED`] messages are already pending.
     pub async fn publish(&self, publish: Publish) -> Result<Confirmation, MqttError> {
+        check_size(&publish)?;
         let (tx, rx) = oneshot::channel();
         let topic = publish.topic.clone();
         self.commands
@@ -573,6 +663,9 @@ impl Publisher {
     ) -> Result<Vec<Confirmation>, MqttError> {
         let mut confirmations = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
+        for publish in &batch {
+            check_size(publish)?;
+        }
         for publish in batch {
             if confirm {
                 let (tx, rx) = oneshot::channel();
@@ -658,13 +751,14 @@ impl Connection {
                 reason: "no broker URL given".into(),
             });
         }
-        let ca = match &options.ca_file {
-            Some(path) => Some(std::fs::read(path).map_err(|e| MqttError::CaFile {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?),
-            None => None,
-        };
+        let ca = TlsFiles::read(&options)?;
+        if options.brokers.iter().any(|b| b.tls) {
+            // rustls needs a process-wide crypto provider before it builds
+            // a client config (rumqttc builds one per connection); ring is
+            // the one the workspace compiles in. Installing twice is a
+            // harmless error.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
         let (cmd_tx, cmd_rx) = mpsc::channel(1024);
         let (msg_tx, msg_rx) = mpsc::channel(INCOMING_CAP);
         let (state_tx, state_rx) = watch::channel(ConnState::Connecting);
@@ -817,16 +911,16 @@ impl Loop {
             Loop::V4(el) => match el.poll().await {
                 Ok(ev) => Ok(convert_v4(ev, manual_acks)),
                 Err(rumqttc::ConnectionError::ConnectionRefused(code)) => {
-                    Err(PollError::Refused(format!("{code:?}")))
+                    Err(PollError::Refused(explain_refusal(&format!("{code:?}"))))
                 }
-                Err(e) => Err(PollError::Network(e.to_string())),
+                Err(e) => Err(PollError::Network(explain_network_error(e.to_string()))),
             },
             Loop::V5(el) => match el.poll().await {
                 Ok(ev) => Ok(convert_v5(ev, manual_acks)),
                 Err(r5::ConnectionError::ConnectionRefused(code)) => {
-                    Err(PollError::Refused(format!("{code:?}")))
+                    Err(PollError::Refused(explain_refusal(&format!("{code:?}"))))
                 }
-                Err(e) => Err(PollError::Network(e.to_string())),
+                Err(e) => Err(PollError::Network(explain_network_error(e.to_string()))),
             },
         }
     }
@@ -946,7 +1040,7 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
         Event::Incoming(Packet::ConnAck(ack)) => Ev::ConnAck {
             session_present: ack.session_present,
             refused: (ack.code != rumqttc::ConnectReturnCode::Success)
-                .then(|| format!("{:?}", ack.code)),
+                .then(|| explain_refusal(&format!("{:?}", ack.code))),
         },
         Event::Incoming(Packet::Publish(p)) => {
             let ack = (manual_acks && p.qos != rumqttc::QoS::AtMostOnce)
@@ -976,9 +1070,9 @@ fn convert_v4(ev: rumqttc::Event, manual_acks: bool) -> Ev {
                 .into_iter()
                 .map(|c| match c {
                     rumqttc::SubscribeReasonCode::Success(q) => Ok(qos_from_v4(q)),
-                    rumqttc::SubscribeReasonCode::Failure => {
-                        Err("refused (MQTT 3.1.1 gives no reason; check the broker's ACL)".into())
-                    }
+                    // MQTT 3.1.1 gives no reason; for a valid filter the
+                    // broker's ACL is what refuses (mosquitto answers 0x80).
+                    rumqttc::SubscribeReasonCode::Failure => Err(NOT_AUTHORIZED.into()),
                 })
                 .collect(),
         },
@@ -996,7 +1090,8 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
     match ev {
         Event::Incoming(Packet::ConnAck(ack)) => Ev::ConnAck {
             session_present: ack.session_present,
-            refused: (ack.code != ConnectReturnCode::Success).then(|| format!("{:?}", ack.code)),
+            refused: (ack.code != ConnectReturnCode::Success)
+                .then(|| explain_refusal(&format!("{:?}", ack.code))),
         },
         Event::Incoming(Packet::Publish(p)) => {
             let ack = (manual_acks && p.qos != r5::mqttbytes::QoS::AtMostOnce)
@@ -1023,6 +1118,7 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
             pkid: ack.pkid,
             rejected: match ack.reason {
                 PubAckReason::Success | PubAckReason::NoMatchingSubscribers => None,
+                PubAckReason::NotAuthorized => Some(NOT_AUTHORIZED.into()),
                 other => Some(format!(
                     "{other:?}{}",
                     ack.properties
@@ -1039,6 +1135,7 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
                 .into_iter()
                 .map(|c| match c {
                     SubscribeReasonCode::Success(q) => Ok(qos_from_v5(q)),
+                    SubscribeReasonCode::NotAuthorized => Err(NOT_AUTHORIZED.into()),
                     other => Err(format!("{other:?}")),
                 })
                 .collect(),
@@ -1054,6 +1151,8 @@ fn convert_v5(ev: r5::Event, manual_acks: bool) -> Ev {
 struct Unconfirmed {
     publish: Publish,
     waiter: Option<oneshot::Sender<Result<(), MqttError>>>,
+    /// Connections that broke soon after it was sent (see POISON_DROPS).
+    quick_drops: u8,
 }
 
 /// A publish the broker confirmed recently, kept for the re-send window.
@@ -1145,7 +1244,7 @@ struct Driver {
 /// applied while a poll borrows the loop.
 struct Core {
     options: ConnectOptions,
-    ca: Option<Vec<u8>>,
+    ca: TlsFiles,
     sender: Sender,
     broker_index: usize,
     commands: mpsc::Receiver<Command>,
@@ -1162,6 +1261,8 @@ struct Core {
     resend: ResendWindow,
     /// A connection was made before: the next CONNACK is a reconnect.
     was_connected: bool,
+    /// When the current connection's CONNACK came.
+    connected_at: Option<Instant>,
     /// Sequence numbers waiting to be handed to rumqttc, in order.
     backlog: VecDeque<u64>,
     /// Requests handed to rumqttc whose packet id is not known yet.
@@ -1193,13 +1294,13 @@ struct Core {
 impl Driver {
     fn new(
         options: ConnectOptions,
-        ca: Option<Vec<u8>>,
+        ca: TlsFiles,
         commands: mpsc::Receiver<Command>,
         incoming: mpsc::Sender<Message>,
         state: watch::Sender<ConnState>,
         first: oneshot::Sender<Result<(), MqttError>>,
     ) -> Driver {
-        let (sender, el) = build_client(&options, &options.brokers[0], ca.as_deref());
+        let (sender, el) = build_client(&options, &options.brokers[0], &ca);
         let resend = ResendWindow::new(options.resend_window);
         Driver {
             el,
@@ -1219,6 +1320,7 @@ impl Driver {
                 unconfirmed: BTreeMap::new(),
                 resend,
                 was_connected: false,
+                connected_at: None,
                 backlog: VecDeque::new(),
                 handed: VecDeque::new(),
                 publish_pkids: HashMap::new(),
@@ -1279,7 +1381,7 @@ impl Driver {
             if core.rebuild {
                 core.rebuild = false;
                 let broker = core.broker().clone();
-                let (sender, el) = build_client(&core.options, &broker, core.ca.as_deref());
+                let (sender, el) = build_client(&core.options, &broker, &core.ca);
                 core.sender = sender;
                 self.el = el;
             }
@@ -1326,6 +1428,7 @@ impl Core {
                     Unconfirmed {
                         publish,
                         waiter: Some(waiter),
+                        quick_drops: 0,
                     },
                 );
                 self.backlog.push_back(seq);
@@ -1335,7 +1438,14 @@ impl Core {
                     let seq = self.next_seq;
                     self.next_seq += 1;
                     self.unconfirmed
-                        .insert(seq, Unconfirmed { publish, waiter });
+                        .insert(
+                            seq,
+                            Unconfirmed {
+                                publish,
+                                waiter,
+                                quick_drops: 0,
+                            },
+                        );
                     self.backlog.push_back(seq);
                 }
             }
@@ -1448,7 +1558,10 @@ impl Core {
                     return self.refused(reason).await;
                 }
                 self.connected = true;
-                self.attempt = 0;
+                // The backoff starts again only once this connection has
+                // proved stable (see `lost`): a broker that closes every
+                // connection at once must not cause a reconnect storm.
+                self.connected_at = Some(Instant::now());
                 let _ = self.state.send(ConnState::Connected {
                     broker: self.broker().display.clone(),
                 });
@@ -1482,6 +1595,12 @@ impl Core {
                     if let Some(mut entry) = self.unconfirmed.remove(&seq) {
                         let result = match rejected {
                             None => Ok(()),
+                            Some(reason) if reason == NOT_AUTHORIZED => {
+                                Err(MqttError::NotAuthorized {
+                                    action: "publish to",
+                                    topic: entry.publish.topic.clone(),
+                                })
+                            }
                             Some(reason) => Err(MqttError::PublishRejected {
                                 topic: entry.publish.topic.clone(),
                                 reason,
@@ -1520,7 +1639,14 @@ impl Core {
                                     let filter =
                                         sub.filters.get(i).map(|f| f.0.clone()).unwrap_or_default();
                                     self.subscriptions.retain(|(f, _)| *f != filter);
-                                    result = Err(MqttError::SubscribeRejected { filter, reason });
+                                    result = Err(if reason == NOT_AUTHORIZED {
+                                        MqttError::NotAuthorized {
+                                            action: "subscribe to",
+                                            topic: filter,
+                                        }
+                                    } else {
+                                        MqttError::SubscribeRejected { filter, reason }
+                                    });
                                 }
                                 _ => {}
                             }
@@ -1594,6 +1720,7 @@ impl Core {
                     Unconfirmed {
                         publish: c.publish,
                         waiter: None,
+                        quick_drops: 0,
                     },
                 );
             }
@@ -1644,7 +1771,47 @@ impl Core {
 
     /// The connection failed or was lost: back off (serving commands
     /// meanwhile) and try the next broker. False ends the driver.
+    /// The connection broke soon after its CONNACK: every publish then in
+    /// flight counts one quick drop, and one that reaches POISON_DROPS is
+    /// given up with an error naming it instead of being resent for ever.
+    fn count_quick_drop(&mut self) {
+        let in_flight: Vec<u64> = self
+            .handed
+            .iter()
+            .filter_map(|h| match h {
+                Handed::Publish { seq, .. } => Some(*seq),
+                Handed::Subscribe { .. } => None,
+            })
+            .chain(self.publish_pkids.values().copied())
+            .collect();
+        for seq in in_flight {
+            let Some(entry) = self.unconfirmed.get_mut(&seq) else {
+                continue;
+            };
+            entry.quick_drops += 1;
+            if entry.quick_drops >= POISON_DROPS {
+                if let Some(mut entry) = self.unconfirmed.remove(&seq) {
+                    let error = MqttError::DroppedByBroker {
+                        topic: short_topic(&entry.publish.topic),
+                        drops: entry.quick_drops,
+                    };
+                    tracing::error!("{error}");
+                    if let Some(w) = entry.waiter.take() {
+                        let _ = w.send(Err(error));
+                    }
+                }
+            }
+        }
+    }
+
     async fn lost(&mut self, err: PollError) -> bool {
+        if let Some(at) = self.connected_at.take() {
+            if at.elapsed() >= STABLE_CONNECTION {
+                self.attempt = 0;
+            } else if at.elapsed() < QUICK_DROP {
+                self.count_quick_drop();
+            }
+        }
         if self.connected {
             // The window is measured back from the moment the connection
             // broke, however long the reconnect takes.
@@ -1668,6 +1835,16 @@ impl Core {
             if self.attempt as usize >= self.options.brokers.len() {
                 let error = match err {
                     PollError::Refused(reason) => MqttError::Refused { broker, reason },
+                    PollError::Network(reason) if reason.contains("closed by peer") => {
+                        // Brokers that refuse a log-in without a CONNACK
+                        // (rumqttd, the embedded broker) look like this.
+                        MqttError::Refused {
+                            broker,
+                            reason: format!(
+                                "it closed the connection before accepting it (a wrong user name or password, or a client id it refuses); {reason}"
+                            ),
+                        }
+                    }
                     PollError::Network(reason) => MqttError::Unreachable { broker, reason },
                 };
                 if let Some(first) = self.first.take() {
@@ -1720,16 +1897,143 @@ pub fn backoff(attempt: u32) -> Duration {
     capped.mul_f64(0.5 + fastrand::f64() * 0.5)
 }
 
-fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>) -> (Sender, Loop) {
+/// The PEM files a TLS connection needs, read once when connecting so that
+/// a missing or wrong file is a clear error at once, not a failed
+/// handshake later.
+#[derive(Debug, Clone, Default)]
+struct TlsFiles {
+    /// CA certificates (PEM); the system's roots when absent.
+    ca: Option<Vec<u8>>,
+    /// Client certificate chain and private key (PEM).
+    client: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    fn read(options: &ConnectOptions) -> Result<TlsFiles, MqttError> {
+        let ca = match &options.ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path).map_err(|e| MqttError::CaFile {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                if !contains(&pem, b"-----BEGIN CERTIFICATE-----") {
+                    return Err(MqttError::CaFile {
+                        path: path.clone(),
+                        reason: "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".into(),
+                    });
+                }
+                Some(pem)
+            }
+            None => None,
+        };
+        let client = match (&options.client_cert, &options.client_key) {
+            (Some(cert_path), Some(key_path)) => {
+                let read = |path: &PathBuf| {
+                    std::fs::read(path).map_err(|e| MqttError::ClientCert {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })
+                };
+                let cert = read(cert_path)?;
+                let key = read(key_path)?;
+                if !contains(&cert, b"-----BEGIN CERTIFICATE-----") {
+                    return Err(MqttError::ClientCert {
+                        path: cert_path.clone(),
+                        reason: "no PEM certificate in it (-----BEGIN CERTIFICATE-----)".into(),
+                    });
+                }
+                if !contains(&key, b"PRIVATE KEY-----") {
+                    return Err(MqttError::ClientCert {
+                        path: key_path.clone(),
+                        reason: "no PEM private key in it (-----BEGIN … PRIVATE KEY-----)".into(),
+                    });
+                }
+                if ca.is_none() {
+                    return Err(MqttError::ClientCert {
+                        path: cert_path.clone(),
+                        reason: "a client certificate needs ca_file too (the CA that signed the broker's certificate)".into(),
+                    });
+                }
+                Some((cert, key))
+            }
+            (Some(path), None) | (None, Some(path)) => {
+                return Err(MqttError::ClientCert {
+                    path: path.clone(),
+                    reason: "a client certificate needs both the certificate and its key".into(),
+                })
+            }
+            (None, None) => None,
+        };
+        Ok(TlsFiles { ca, client })
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// What a refusal code means, for a person (the codes are rumqttc's
+/// `Debug` names of the CONNACK return or reason code).
+fn explain_refusal(code: &str) -> String {
+    match code {
+        "BadUserNamePassword" => {
+            "bad user name or password (check username and password_file)".into()
+        }
+        "NotAuthorized" => {
+            "not authorized: the broker does not let this user or client id connect".into()
+        }
+        "BadClientId" | "ClientIdentifierNotValid" => {
+            "the broker refused the client id (set another with --client-id)".into()
+        }
+        "ServiceUnavailable" | "ServerUnavailable" | "ServerBusy" => {
+            "the broker is unavailable or busy".into()
+        }
+        "BadAuthenticationMethod" => "the broker wants another authentication method".into(),
+        "Banned" => "this client is banned by the broker".into(),
+        other => other.to_string(),
+    }
+}
+
+/// A network error made readable: TLS failures say what to check.
+fn explain_network_error(reason: String) -> String {
+    let lower = reason.to_ascii_lowercase();
+    let hint = if lower.contains("unknownissuer") || lower.contains("unknown issuer") {
+        Some("TLS: the broker's certificate is not signed by a trusted CA (check --ca-file / ca_file)")
+    } else if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        Some("TLS: the broker's certificate is not valid for this host name (connect with the name in its certificate)")
+    } else if lower.contains("expired") {
+        Some("TLS: the broker's certificate has expired")
+    } else if lower.contains("certificaterequired") || lower.contains("certificate required") {
+        Some("TLS: the broker requires a client certificate (set client_cert and client_key)")
+    } else if lower.contains("badcertificate")
+        || lower.contains("unknownca")
+        || lower.contains("unknown ca")
+    {
+        Some("TLS: the broker rejected the client certificate (not signed by a CA it trusts)")
+    } else if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+        Some(
+            "TLS: the broker did not answer in TLS (is this an mqtt:// port rather than mqtts://?)",
+        )
+    } else {
+        None
+    };
+    match hint {
+        Some(hint) => format!("{hint}; {reason}"),
+        None => reason,
+    }
+}
+
+fn build_client(options: &ConnectOptions, broker: &BrokerUrl, files: &TlsFiles) -> (Sender, Loop) {
     let username = broker.username.clone().or_else(|| options.username.clone());
     let password = broker.password.clone().or_else(|| options.password.clone());
-    let tls = broker.tls.then(|| match ca {
-        Some(ca) => rumqttc::TlsConfiguration::Simple {
-            ca: ca.to_vec(),
+    let tls = broker.tls.then(|| match (&files.ca, &files.client) {
+        (Some(ca), client) => rumqttc::TlsConfiguration::Simple {
+            ca: ca.clone(),
             alpn: None,
-            client_auth: None,
+            client_auth: client.clone(),
         },
-        None => rumqttc::TlsConfiguration::default(),
+        // TlsFiles::read refuses a client certificate without a CA file.
+        (None, _) => rumqttc::TlsConfiguration::default(),
     });
     let timeout_s = options.connect_timeout.as_secs().max(1);
     let cap = RUMQTT_CHANNEL_CAP + 64;
@@ -1744,7 +2048,7 @@ fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>)
                 .set_clean_session(options.clean_session)
                 .set_manual_acks(options.manual_acks)
                 .set_inflight(options.inflight.max(1))
-                .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
+                .set_max_packet_size(MAX_INCOMING_PACKET_SIZE, MAX_PACKET_SIZE)
                 .set_request_channel_capacity(cap)
                 .set_pending_throttle(Duration::ZERO);
             if let (Some(u), p) = (&username, &password) {
@@ -1773,7 +2077,7 @@ fn build_client(options: &ConnectOptions, broker: &BrokerUrl, ca: Option<&[u8]>)
                 .set_clean_start(options.clean_session)
                 .set_manual_acks(options.manual_acks)
                 .set_outgoing_inflight_upper_limit(options.inflight.max(1))
-                .set_max_packet_size(Some(MAX_PACKET_SIZE as u32))
+                .set_max_packet_size(Some(MAX_INCOMING_PACKET_SIZE as u32))
                 .set_request_channel_capacity(cap)
                 .set_pending_throttle(Duration::ZERO)
                 .set_connection_timeout(timeout_s);

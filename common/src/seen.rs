@@ -10,6 +10,7 @@
 use std::collections::{HashSet, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// Default number of ids remembered: far more than a broker redelivers
@@ -42,7 +43,8 @@ impl SeenSet {
     /// Opens (or creates) the set stored at `path`.
     pub fn open(path: &Path, capacity: usize) -> std::io::Result<SeenSet> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            // State of a listener: readable by its own user only.
+            crate::spool::create_private_dir(dir)?;
         }
         let mut set = SeenSet::in_memory(capacity);
         let mut lines = 0;
@@ -65,7 +67,13 @@ impl SeenSet {
         if lines > 2 * set.capacity {
             set.compact()?;
         } else {
-            set.file = Some(OpenOptions::new().create(true).append(true).open(path)?);
+            set.file = Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .mode(0o600)
+                    .open(path)?,
+            );
         }
         Ok(set)
     }
@@ -120,7 +128,13 @@ impl SeenSet {
         };
         let tmp = path.with_extension("tmp");
         {
-            let mut out = std::io::BufWriter::new(File::create(&tmp)?);
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            let mut out = std::io::BufWriter::new(file);
             for id in &self.order {
                 writeln!(out, "{id}")?;
             }

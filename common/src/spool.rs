@@ -167,6 +167,17 @@ pub struct FlushReport {
     pub error: Option<String>,
 }
 
+/// Creates `dir` and its missing parents with mode 0700: spools, seen-sets
+/// and keys are nobody else's business (messages may carry secrets, and a
+/// key directory must not be listable by others). An existing directory
+/// is left as it is.
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
 /// A spool directory.
 #[derive(Debug, Clone)]
 pub struct Spool {
@@ -185,14 +196,10 @@ impl Spool {
     }
 
     fn ensure_dir(&self) -> Result<(), SpoolError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(|source| SpoolError::CreateDir {
-                path: self.dir.clone(),
-                source,
-            })
+        create_private_dir(&self.dir).map_err(|source| SpoolError::CreateDir {
+            path: self.dir.clone(),
+            source,
+        })
     }
 
     /// Writes one message durably (temp name, fsync, rename, fsync of the
@@ -343,7 +350,7 @@ impl Spool {
 
     fn quarantine(&self, path: &Path) -> bool {
         let dir = self.dir.join(CORRUPT_DIR);
-        let moved = fs::create_dir_all(&dir).is_ok()
+        let moved = create_private_dir(&dir).is_ok()
             && path
                 .file_name()
                 .is_some_and(|name| fs::rename(path, dir.join(name)).is_ok());
@@ -423,6 +430,18 @@ impl Spool {
                             failed = true;
                         }
                     },
+                    Err(e @ MqttError::NotAuthorized { .. }) => {
+                        // The broker's ACL will refuse it every time: set
+                        // it aside (with an error in the log) rather than
+                        // block every later message behind it.
+                        tracing::error!("{e}; moved to {}/", self.dir.join(CORRUPT_DIR).display());
+                        if self.quarantine(&path) {
+                            report.quarantined += 1;
+                        } else {
+                            report.error = Some(e.to_string());
+                            failed = true;
+                        }
+                    }
                     Err(e) => {
                         report.error = Some(e.to_string());
                         failed = true;
@@ -559,6 +578,9 @@ pub struct Outbox {
     backlog: bool,
     /// Why the broker is not used (unreachable, not confirming).
     broker_error: Option<String>,
+    /// Signs every envelope handed over (before it is published or
+    /// spooled), when the bridge has a signing key.
+    signer: Option<std::sync::Arc<crate::sign::SigningKey>>,
 }
 
 impl Outbox {
@@ -581,12 +603,33 @@ impl Outbox {
             publisher,
             deadline,
             broker_error,
+            signer: None,
         };
         if outbox.backlog {
             let until = deadline.min(Instant::now() + flush_budget);
             outbox.flush_until(until).await;
         }
         outbox
+    }
+
+    /// Signs every envelope handed over from now on with `key` (payloads
+    /// that are not envelopes, and envelopes already signed, are left as
+    /// they are).
+    pub fn set_signer(&mut self, key: std::sync::Arc<crate::sign::SigningKey>) {
+        self.signer = Some(key);
+    }
+
+    fn sign(&self, mut publish: Publish) -> Publish {
+        if let Some(key) = &self.signer {
+            let unsigned = crate::envelope::Envelope::from_slice(&publish.payload)
+                .is_ok_and(|e| !e.extra.contains_key(crate::sign::SIG_FIELD));
+            if unsigned {
+                if let Ok(signed) = key.sign_payload(&publish.payload) {
+                    publish.payload = signed.into();
+                }
+            }
+        }
+        publish
     }
 
     /// Moves the deadline (a cron job's events are due when it ends).
@@ -662,6 +705,7 @@ impl Outbox {
     /// first failure). Stops at the first message that can be neither
     /// published nor spooled.
     pub async fn send_all(&mut self, batch: Vec<Publish>) -> Result<Sent, Undeliverable> {
+        let batch: Vec<Publish> = batch.into_iter().map(|p| self.sign(p)).collect();
         let mut sent = Sent::default();
         let publisher = match (&self.publisher, self.backlog) {
             (Some(p), false) => p.clone(),

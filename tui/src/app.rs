@@ -113,6 +113,8 @@ pub struct Msg {
     pub reserved: bool,
     /// Approximate bytes held, for the memory budgets.
     pub cost: usize,
+    /// The signature check (with a trust directory): ✓ / ✗ / unsigned.
+    pub signature: Option<signalbox_common::sign::Verdict>,
 }
 
 impl Msg {
@@ -139,6 +141,7 @@ impl Msg {
             summary,
             reserved,
             cost,
+            signature: m.signature,
         }
     }
 

@@ -60,6 +60,7 @@ pub fn run(config: &Config, embedded: bool, theme: Option<&str>) -> CliResult {
         None => KeyMap::default(),
     };
     let mut options = ConnectOptions::from_config(config, "console").map_err(CliError::usage)?;
+    crate::signature::init(config).map_err(CliError::usage)?;
     // After the configuration, so that a bad file is reported anywhere.
     if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
         return Err(CliError::usage(anyhow!(

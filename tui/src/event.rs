@@ -77,6 +77,9 @@ pub struct Incoming {
     pub cut: bool,
     /// What the bus contract makes of it (health report, failure record…).
     pub meaning: Meaning,
+    /// The signature check of an ordinary message, when the console has a
+    /// trust directory (checked on the full bytes, before any cut).
+    pub signature: Option<signalbox_common::sign::Verdict>,
 }
 
 /// What a message means to the console beyond its payload: the reserved
@@ -171,7 +174,12 @@ impl Incoming {
             }),
             Some(_) => Meaning::OtherReserved,
         };
+        let signature = match meaning {
+            Meaning::Plain => crate::signature::check(bytes),
+            _ => None,
+        };
         Incoming {
+            signature,
             topic: topic.to_string(),
             at,
             retain,

@@ -17,6 +17,11 @@
 //! - `--sync`: the handler waits for the commit, so a message is
 //!   acknowledged only once it is on disk; one transaction per message.
 //!
+//! Opening a database written by an older recorder upgrades its schema
+//! first (`history::Store::open_writer`: the topic list and the text index
+//! are built from the stored messages, once — minutes for tens of millions
+//! of messages, during which nothing is consumed and the broker queues).
+//!
 //! While the database cannot be written (disk full, locked), the writer
 //! keeps the failed batch and retries it, and the handler refuses new
 //! messages with an error, so they are retried and then kept as failure

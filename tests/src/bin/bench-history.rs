@@ -3,7 +3,8 @@
 //! and times typical `signalbox history` queries on it: in process through
 //! the same query code, and end to end through the `signalbox` binary.
 //!
-//! Usage: bench-history [N] [DB]   (defaults 10000000, a temporary file)
+//! Usage: bench-history [N] [DB] [--reuse]   (defaults 10000000, a temporary
+//! file; --reuse times the queries on DB as it is, without filling it)
 //!
 //! The data: 30 days of traffic ending now, evenly spread; 6 systems,
 //! 2,000 packages, 200 agents; ~250-byte envelope-like payloads; 1 in 50
@@ -66,7 +67,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let n: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000_000);
+    let n: usize = args
+        .get(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10_000_000);
     let keep_dir;
     let db: PathBuf = match args.get(2) {
         Some(p) => PathBuf::from(p),
@@ -75,44 +79,57 @@ fn main() {
             keep_dir.path().join("history.db")
         }
     };
-    let _ = std::fs::remove_file(&db);
-    let now = Utc::now();
+    let mut now = Utc::now();
     let now_ms = now.timestamp_millis();
-
-    let mut store = Store::open_writer(&db).expect("open");
-    let started = Instant::now();
-    let mut i = 0;
-    let mut last_report = Instant::now();
-    while i < n {
-        let end = (i + BATCH).min(n);
-        let rows: Vec<StoredMessage> = (i..end).map(|j| row(j, n, now_ms)).collect();
-        store.insert(&rows).expect("insert");
-        i = end;
-        if last_report.elapsed() > Duration::from_secs(30) {
-            last_report = Instant::now();
-            eprintln!(
-                "  {i} rows, {:.0} rows/s so far",
-                i as f64 / started.elapsed().as_secs_f64()
-            );
+    if args.get(3).map(String::as_str) == Some("--reuse") {
+        // The data end at the fill's "now": time the windows from there.
+        let store = Store::open_reader(&db).expect("open");
+        if let Some((_, newest)) = store.span().expect("span") {
+            now = newest;
         }
+        println!(
+            "reusing {} as it is: {} messages, newest {now}",
+            db.display(),
+            store.count().expect("count")
+        );
+    } else {
+        let _ = std::fs::remove_file(&db);
+
+        let mut store = Store::open_writer(&db).expect("open");
+        let started = Instant::now();
+        let mut i = 0;
+        let mut last_report = Instant::now();
+        while i < n {
+            let end = (i + BATCH).min(n);
+            let rows: Vec<StoredMessage> = (i..end).map(|j| row(j, n, now_ms)).collect();
+            store.insert(&rows).expect("insert");
+            i = end;
+            if last_report.elapsed() > Duration::from_secs(30) {
+                last_report = Instant::now();
+                eprintln!(
+                    "  {i} rows, {:.0} rows/s so far",
+                    i as f64 / started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let fill = started.elapsed();
+        let analyze = Instant::now();
+        store.analyze().expect("analyze");
+        let analyze = analyze.elapsed();
+        drop(store);
+        let size: u64 = ["", "-wal", "-shm"]
+            .iter()
+            .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
+            .map(|m| m.len())
+            .sum();
+        println!(
+            "filled {n} messages in {:.1} s: {:.0} inserts/s (batches of {BATCH}); ANALYZE {:.1} s; database {:.2} GB",
+            fill.as_secs_f64(),
+            n as f64 / fill.as_secs_f64(),
+            analyze.as_secs_f64(),
+            size as f64 / 1e9
+        );
     }
-    let fill = started.elapsed();
-    let analyze = Instant::now();
-    store.analyze().expect("analyze");
-    let analyze = analyze.elapsed();
-    drop(store);
-    let size: u64 = ["", "-wal", "-shm"]
-        .iter()
-        .filter_map(|s| std::fs::metadata(format!("{}{s}", db.display())).ok())
-        .map(|m| m.len())
-        .sum();
-    println!(
-        "filled {n} messages in {:.1} s: {:.0} inserts/s (batches of {BATCH}); ANALYZE {:.1} s; database {:.2} GB",
-        fill.as_secs_f64(),
-        n as f64 / fill.as_secs_f64(),
-        analyze.as_secs_f64(),
-        size as f64 / 1e9
-    );
 
     let last_night = parse_time("12h", now).expect("time");
     let week = parse_time("7d", now).expect("time");
@@ -174,6 +191,25 @@ fn main() {
             },
         ),
         (
+            "--grep user42 --since 7d (common text)",
+            vec!["--grep", "user42", "--since", "7d"],
+            Query {
+                grep: Some("user42".into()),
+                since: Some(week),
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+        (
+            "--topic 'signalbox/prod/cron/+/finished' (many topics)",
+            vec!["--topic", "signalbox/prod/cron/+/finished"],
+            Query {
+                topic: Some("signalbox/prod/cron/+/finished".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        ),
+        (
             "--severity error --since 1d",
             vec!["--severity", "error", "--since", "1d"],
             Query {
@@ -193,6 +229,15 @@ fn main() {
     println!("| query | rows | first run | median of {RUNS} (in process) | `signalbox history` wall time (median of {RUNS}) |");
     println!("| --- | --: | --: | --: | --: |");
     for (name, flags, q) in &queries {
+        // The binary gets the same window as an absolute time (the data
+        // may end before the real now, with --reuse).
+        let flags: Vec<String> = flags
+            .iter()
+            .map(|f| match (*f, q.since) {
+                ("12h" | "7d" | "1d", Some(since)) => since.to_rfc3339(),
+                (f, _) => f.to_string(),
+            })
+            .collect();
         let t = Instant::now();
         let first = store.query(q).expect("query");
         let first_time = t.elapsed();
@@ -213,10 +258,14 @@ fn main() {
                             .arg("history")
                             .arg("--db")
                             .arg(&db)
-                            .args(flags)
+                            .args(&flags)
                             .output()
                             .expect("run signalbox history");
-                        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+                        assert!(
+                            out.status.success(),
+                            "{}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
                         t.elapsed()
                     })
                     .collect(),

@@ -61,6 +61,15 @@ health_interval = 10                                     # SIGNALBOX_HEALTH_INTE
 # password_file = "/etc/signalbox/password"              # SIGNALBOX_PASSWORD_FILE (prefer it to `password`)
 # password = "secret"                                    # SIGNALBOX_PASSWORD
 # ca_file = "/etc/signalbox/ca.pem"                      # SIGNALBOX_CA_FILE [default: system roots]
+# A client certificate, for brokers that require one (with ca_file).
+# client_cert = "/etc/signalbox/client.pem"              # SIGNALBOX_CLIENT_CERT
+# client_key = "/etc/signalbox/client.key"               # SIGNALBOX_CLIENT_KEY
+
+# Signed messages (README "Securing the bus"): sign what this host publishes,
+# and check what listeners and the console receive.
+# sign_key = "/etc/signalbox/keys/pkgs01.key"            # SIGNALBOX_SIGN_KEY (from `signalbox keygen`)
+# trust_dir = "/etc/signalbox/trusted"                   # SIGNALBOX_TRUST: directory of *.pub files
+# signature_policy = "require"                           # SIGNALBOX_SIGNATURE_POLICY: require or mark [default: mark]
 mqtt_version = 3                                         # SIGNALBOX_MQTT_VERSION: 3 (3.1.1) or 5
 keepalive = 30                                           # SIGNALBOX_KEEPALIVE, seconds
 connect_timeout = 5                                      # SIGNALBOX_CONNECT_TIMEOUT, seconds

@@ -10,6 +10,7 @@ mod discover;
 mod failed;
 mod health;
 mod history;
+mod keygen;
 mod publish;
 mod record;
 mod replay;
@@ -134,6 +135,8 @@ pub enum Command {
     Config(config::ConfigArgs),
     /// Query the message history kept by `signalbox-bridge recorder`
     History(history::HistoryArgs),
+    /// Make an ed25519 key pair for signing messages (--sign-key, --trust)
+    Keygen(keygen::KeygenArgs),
     /// Write messages to a file (JSON Lines, exact payload bytes)
     Record(record::RecordArgs),
     /// Publish a recording again (same bytes, same ids)
@@ -161,7 +164,9 @@ where
     W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
 {
     let default = match verbose {
-        0 => "warn,rumqttd=off",
+        // rumqttc warns about every refused publish it sees; signalbox
+        // reports those itself, as one clear line.
+        0 => "warn,rumqttd=off,rumqttc=error",
         1 => "info,rumqttd=warn",
         _ => "debug",
     };
@@ -213,6 +218,7 @@ pub fn run(cli: Cli) -> CliResult {
         match command {
             Command::Broker(args) => broker::run(args).await,
             Command::Config(args) => config::run(&overrides, args),
+            Command::Keygen(args) => keygen::run(&load(&overrides)?, args),
             Command::Pub(args) => publish::run(&load(&overrides)?, args).await,
             Command::Tail(args) => tail::run(&load(&overrides)?, args).await,
             Command::Request(args) => request::run(&load(&overrides)?, args).await,
@@ -246,7 +252,8 @@ async fn connect(
     let mut options = ConnectOptions::from_config(config, role).map_err(CliError::usage)?;
     tune(&mut options);
     Connection::connect(options).await.map_err(|e| match e {
-        signalbox_common::mqtt::MqttError::CaFile { .. } => CliError::usage(e),
+        signalbox_common::mqtt::MqttError::CaFile { .. }
+        | signalbox_common::mqtt::MqttError::ClientCert { .. } => CliError::usage(e),
         other => CliError::failure(other),
     })
 }

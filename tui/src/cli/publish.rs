@@ -14,7 +14,7 @@ use anyhow::{anyhow, Context};
 use clap::Args;
 use signalbox_common::config::Config;
 use signalbox_common::envelope::{Envelope, Severity};
-use signalbox_common::mqtt::{Confirmation, Publish, Publisher, Qos};
+use signalbox_common::mqtt::{Confirmation, Publish, Publisher, Qos, MAX_PACKET_SIZE};
 use signalbox_common::topic;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -79,6 +79,8 @@ struct Shaper {
     agent: Option<String>,
     body: Option<serde_json::Value>,
     links: Vec<(String, String)>,
+    /// Signs each envelope (`--sign-key`); raw payloads are never signed.
+    signer: Option<signalbox_common::sign::SigningKey>,
 }
 
 impl Shaper {
@@ -98,7 +100,10 @@ impl Shaper {
         for (name, url) in &self.links {
             builder = builder.link(name.clone(), url.clone());
         }
-        let envelope = builder.build().map_err(CliError::usage)?;
+        let mut envelope = builder.build().map_err(CliError::usage)?;
+        if let Some(signer) = &self.signer {
+            signer.sign_envelope(&mut envelope);
+        }
         Ok(envelope.to_vec())
     }
 }
@@ -146,6 +151,13 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
             .filter(|a| !a.is_empty()),
         body,
         links,
+        signer: match &config.sign_key.value {
+            Some(path) => Some(
+                signalbox_common::sign::SigningKey::load(path)
+                    .map_err(|e| CliError::usage(anyhow!("--sign-key: {e}")))?,
+            ),
+            None => None,
+        },
     };
     let qos = if args.qos == 0 {
         Qos::AtMostOnce
@@ -166,6 +178,7 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
             }
         };
         let payload = shaper.payload(&topic, &message)?;
+        check_size(&topic, &payload).map_err(|e| CliError::usage(anyhow!(e)))?;
         let conn = super::connect(config, "pub", |_| {}).await?;
         conn.publish_confirmed(Publish::new(topic, payload, qos, args.retain), timeout)
             .await
@@ -193,6 +206,21 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
         "all messages confirmed"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks that `payload` on `topic` fits in one packet of
+/// [`MAX_PACKET_SIZE`] (with the fixed header, topic length, packet id and
+/// room for MQTT 5 properties). A larger message would make the connection
+/// fail on every attempt until `--timeout`; this says why at once.
+fn check_size(topic: &str, payload: &[u8]) -> Result<(), String> {
+    const OVERHEAD: usize = 5 + 2 + 2 + 16;
+    if payload.len() + topic.len() + OVERHEAD > MAX_PACKET_SIZE {
+        return Err(format!(
+            "message of {} bytes is larger than the {MAX_PACKET_SIZE} bytes one MQTT packet may hold",
+            payload.len()
+        ));
+    }
+    Ok(())
 }
 
 /// Lines handed to the connection at once when input is plentiful.
@@ -227,6 +255,17 @@ fn shape_line(
     }
     match shaper.payload(&topic, &message) {
         Ok(payload) => {
+            if let Err(e) = check_size(&topic, &payload) {
+                // Not a malformed line but a message that cannot be sent:
+                // it counts as failed, so the exit code says so.
+                tracing::warn!("line {number} not sent: {e}");
+                stats.sent += 1;
+                stats.failed += 1;
+                stats
+                    .first_error
+                    .get_or_insert(format!("line {number}: {e}"));
+                return None;
+            }
             stats.shaped += 1;
             Some(Publish::new(topic, payload, qos, args.retain))
         }
@@ -275,14 +314,24 @@ async fn stream_stdin(
     // before it disconnects.
     let confirm = qos != Qos::AtMostOnce;
     let fixed_topic = args.topic.clone().unwrap_or_default();
+    // SIGTERM or Ctrl-C: stop reading, and see what was read confirmed.
+    let shutdown = signalbox_common::listener::shutdown_signal();
+    tokio::pin!(shutdown);
     loop {
         line.clear();
         // read_until keeps reading however long the line is, and returns the
         // last line even without a trailing newline.
-        let n = stdin
-            .read_until(b'\n', &mut line)
-            .await
-            .context("reading standard input")?;
+        let n = tokio::select! {
+            read = stdin.read_until(b'\n', &mut line) => read.context("reading standard input")?,
+            _ = &mut shutdown => {
+                if !line.is_empty() {
+                    tracing::warn!("stopping: an unfinished last line ({} bytes) is not sent", line.len());
+                }
+                tracing::warn!("stopping on a signal: the rest of the input is not read; waiting for the broker to confirm what was");
+                line.clear();
+                0
+            }
+        };
         if n > 0 {
             while matches!(line.last(), Some(b'\n' | b'\r')) {
                 line.pop();

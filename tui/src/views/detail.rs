@@ -35,6 +35,17 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, detail: &Detail, theme: &T
             theme.fg(theme.retained_fg, true),
         ));
     }
+    if let Some(verdict) = &msg.signature {
+        let colour = if verdict.is_valid() {
+            theme.accent_fg
+        } else {
+            theme.warn_fg
+        };
+        facts.push(Span::styled(
+            format!(" · {}", verdict.describe()),
+            theme.fg(colour, !verdict.is_valid()),
+        ));
+    }
     let mut info_lines = vec![Line::from(facts)];
     if msg.cut {
         info_lines.insert(

@@ -80,11 +80,15 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) -> Option<L
                 Span::raw(" ")
             };
             let colour = severity_colour(m.severity, theme);
-            let summary = if m.cut {
+            let mut summary = if m.cut {
                 format!("{} [cut: {}]", m.summary, super::bytes(m.size))
             } else {
                 m.summary.to_string()
             };
+            if let Some(verdict) = &m.signature {
+                // With a trust directory: ✓ NAME, ✗ NAME or unsigned.
+                summary = format!("{} · {summary}", verdict.mark());
+            }
             Row::new(vec![
                 Line::from(Span::styled(clock(m.at, app.offset), theme.dim())),
                 Line::from(marker),
