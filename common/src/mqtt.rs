@@ -1437,15 +1437,14 @@ impl Core {
                 for (publish, waiter) in batch {
                     let seq = self.next_seq;
                     self.next_seq += 1;
-                    self.unconfirmed
-                        .insert(
-                            seq,
-                            Unconfirmed {
-                                publish,
-                                waiter,
-                                quick_drops: 0,
-                            },
-                        );
+                    self.unconfirmed.insert(
+                        seq,
+                        Unconfirmed {
+                            publish,
+                            waiter,
+                            quick_drops: 0,
+                        },
+                    );
                     self.backlog.push_back(seq);
                 }
             }

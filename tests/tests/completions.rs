@@ -88,7 +88,10 @@ fn man_pages_generate_for_every_command() {
     }
     let history = std::fs::read_to_string(man.join("signalbox-history.1")).expect("page");
     assert!(history.contains("since"), "flags documented");
-    assert!(!man.join("signalbox-help.1").exists(), "no page for the help pseudo-command");
+    assert!(
+        !man.join("signalbox-help.1").exists(),
+        "no page for the help pseudo-command"
+    );
     assert!(!man.join("signalbox-bridge-help.1").exists());
 }
 

@@ -18,6 +18,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bridge_support::{bridge, run_input, LIMIT};
 use signalbox_e2e::{bin, embedded_broker, isolate, mosquitto_persistent, signalbox, KillOnDrop};
 
+/// One run of a one-shot bridge: its state directory and run number in,
+/// its exit code out.
+type BridgeRun = Box<dyn Fn(&Path, usize) -> i32 + Send>;
+
 /// How long a test waits for everything to arrive after the fault.
 const SETTLE: Duration = Duration::from_secs(120);
 
@@ -370,10 +374,7 @@ fn broker_killed_mid_stream_loses_and_repeats_nothing() {
         (0..STREAM).map(|i| format!("line {i}")).collect(),
         Duration::from_micros(1_500),
     );
-    let spawn_runs = |state: PathBuf,
-                      runs: usize,
-                      pace: Duration,
-                      run: Box<dyn Fn(&Path, usize) -> i32 + Send>| {
+    let spawn_runs = |state: PathBuf, runs: usize, pace: Duration, run: BridgeRun| {
         std::thread::spawn(move || {
             let mut codes = Vec::new();
             for i in 0..runs {

@@ -174,11 +174,12 @@ mod tests {
                 (Some(on), Some(key)) if seen_in_table.insert(format!("{table}.{key}")) => {
                     out.push_str(on)
                 }
-                (None, Some(key)) if !line.starts_with('#') => {
-                    if seen_in_table.insert(format!("{table}.{key}")) {
-                        out.push_str(line);
-                    }
+                (None, Some(key))
+                    if !line.starts_with('#') && seen_in_table.insert(format!("{table}.{key}")) =>
+                {
+                    out.push_str(line);
                 }
+                (None, Some(_)) if !line.starts_with('#') => {}
                 (None, _) => out.push_str(line),
                 _ => {}
             }
