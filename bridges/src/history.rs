@@ -374,9 +374,8 @@ impl Store {
     /// stored (a redelivery) is skipped. Returns how many were new.
     ///
     /// The text index and the topic list are kept here rather than by
-    /// triggers: a trigger's upsert per row halved the insert rate in a
-    /// measurement, while the topics of a batch are counted in memory and
-    /// written once each.
+    /// insert triggers: the topics of a batch are counted in memory and
+    /// written once per batch each, not once per message.
     pub fn insert(&mut self, messages: &[StoredMessage]) -> Result<usize, HistoryError> {
         let path = self.path.clone();
         let err = |e| sqlite(&path, e);
