@@ -269,6 +269,9 @@ fn severity_of(code: i64) -> Severity {
     }
 }
 
+/// The oldest and the newest time in the store.
+pub type TimeSpan = (DateTime<Utc>, DateTime<Utc>);
+
 impl Store {
     /// Opens (creating when needed, with its directory) the database for
     /// writing: WAL, `synchronous = NORMAL` (a commit is durable against a
@@ -491,7 +494,7 @@ impl Store {
     }
 
     /// The time of the oldest and the newest message.
-    pub fn span(&self) -> Result<Option<(DateTime<Utc>, DateTime<Utc>)>, HistoryError> {
+    pub fn span(&self) -> Result<Option<TimeSpan>, HistoryError> {
         let row: Option<(Option<i64>, Option<i64>)> = self
             .conn
             // Two subqueries, each answered from the time index (one
