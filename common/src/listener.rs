@@ -170,6 +170,14 @@ pub struct ListenerOptions {
     /// `--wait-for`, for regeneration jobs). Every message of the burst is
     /// acknowledged once that run succeeded or its failure was recorded.
     pub debounce: Option<Duration>,
+    /// Messages handled at once (1: one after the other, in order). More
+    /// lets a handler that waits on something shared (a batched database
+    /// commit) acknowledge each message only once it is safe, without
+    /// handling one per round trip. Acks still go out in receipt order; the
+    /// order of handling across messages is not kept, and a redelivered
+    /// copy may run beside its original, so the handler must be
+    /// idempotent. Not used with `debounce`.
+    pub concurrency: usize,
     /// Directory of trusted public keys: signatures are checked when set.
     pub trust_dir: Option<PathBuf>,
     /// With a trust directory: refuse (failure record "bad signature") or
@@ -191,6 +199,7 @@ impl ListenerOptions {
             dedup_capacity: DEFAULT_CAPACITY,
             state_dir: Some(config.state_dir.value.join("listeners").join(name)),
             debounce: None,
+            concurrency: 1,
             trust_dir: config.trust_dir.value.clone(),
             signature_policy: config.signature_policy.value,
         }
@@ -900,14 +909,23 @@ async fn worker<H, Fut>(
     runtime: Arc<Runtime>,
     handler: H,
     mut jobs: mpsc::Receiver<Job>,
-    mut seen: SeenSet,
+    seen: SeenSet,
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) where
     H: Fn(Delivery) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
     let debounce = runtime.options.debounce;
+    let concurrency = if debounce.is_some() {
+        1
+    } else {
+        runtime.options.concurrency.max(1)
+    };
+    let handler = Arc::new(handler);
+    let seen = Arc::new(Mutex::new(seen));
     let mut burst: Vec<Message> = Vec::new();
+    // With concurrency above 1: the messages being handled at once.
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         let job = match debounce {
             Some(quiet) if !burst.is_empty() => {
@@ -916,8 +934,8 @@ async fn worker<H, Fut>(
                     Err(_) => {
                         handle_burst(
                             &runtime,
-                            &handler,
-                            &mut seen,
+                            &*handler,
+                            &seen,
                             std::mem::take(&mut burst),
                             &stop,
                         )
@@ -934,31 +952,49 @@ async fn worker<H, Fut>(
         }
         match job {
             Job::Message(message) if debounce.is_some() => burst.push(message),
+            Job::Message(message) if concurrency > 1 => {
+                while in_flight.len() >= concurrency {
+                    in_flight.join_next().await;
+                }
+                let (runtime, handler, seen, stop) =
+                    (runtime.clone(), handler.clone(), seen.clone(), stop.clone());
+                in_flight.spawn(async move {
+                    handle_message(&runtime, &*handler, &seen, message, &stop).await
+                });
+            }
             Job::Message(message) => {
-                handle_message(&runtime, &handler, &mut seen, message, &stop).await
+                handle_message(&runtime, &*handler, &seen, message, &stop).await
             }
             Job::Replay(request) => {
+                while in_flight.join_next().await.is_some() {}
                 if !burst.is_empty() {
                     handle_burst(
                         &runtime,
-                        &handler,
-                        &mut seen,
+                        &*handler,
+                        &seen,
                         std::mem::take(&mut burst),
                         &stop,
                     )
                     .await;
                 }
-                replay(&runtime, &handler, request, &stop).await;
+                replay(&runtime, &*handler, request, &stop).await;
             }
         }
     }
+    // Stopping: the messages in hand are finished.
+    while in_flight.join_next().await.is_some() {}
+}
+
+/// The de-duplication set, even if a handler task panicked holding it.
+fn lock_seen(seen: &Mutex<SeenSet>) -> MutexGuard<'_, SeenSet> {
+    seen.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Debounced work: one handler run for a burst of messages, on the last.
 async fn handle_burst<H, Fut>(
     runtime: &Runtime,
     handler: &H,
-    seen: &mut SeenSet,
+    seen: &Mutex<SeenSet>,
     burst: Vec<Message>,
     stop: &std::sync::atomic::AtomicBool,
 ) where
@@ -969,8 +1005,10 @@ async fn handle_burst<H, Fut>(
     for message in burst {
         runtime.lock().counters.received += 1;
         let decoded = Payload::decode(&message.payload);
-        match decoded.envelope().map(|e| e.id.to_string()) {
-            Some(id) if seen.contains(&id) => {
+        let id = decoded.envelope().map(|e| e.id.to_string());
+        let duplicate = id.as_ref().is_some_and(|id| lock_seen(seen).contains(id));
+        match id {
+            Some(_) if duplicate => {
                 runtime.lock().counters.duplicates += 1;
                 let _ = runtime.publisher.ack(&message).await;
             }
@@ -1013,7 +1051,8 @@ async fn handle_burst<H, Fut>(
     }
     for (message, id) in &fresh {
         if let Some(id) = id {
-            if let Err(e) = seen.insert(id) {
+            let inserted = lock_seen(seen).insert(id);
+            if let Err(e) = inserted {
                 runtime.trouble(format!("cannot persist the de-duplication state: {e}"));
             }
         }
@@ -1024,7 +1063,7 @@ async fn handle_burst<H, Fut>(
 async fn handle_message<H, Fut>(
     runtime: &Runtime,
     handler: &H,
-    seen: &mut SeenSet,
+    seen: &Mutex<SeenSet>,
     message: Message,
     stop: &std::sync::atomic::AtomicBool,
 ) where
@@ -1039,7 +1078,8 @@ async fn handle_message<H, Fut>(
         runtime.lock().lag_s = Some(lag);
     }
     if let Some(id) = &envelope_id {
-        if seen.contains(id) {
+        let duplicate = lock_seen(seen).contains(id);
+        if duplicate {
             runtime.lock().counters.duplicates += 1;
             let _ = runtime.publisher.ack(&message).await;
             return;
@@ -1096,7 +1136,8 @@ async fn handle_message<H, Fut>(
         }
     }
     if envelope_id.is_some() {
-        if let Err(e) = seen.insert(&id) {
+        let inserted = lock_seen(seen).insert(&id);
+        if let Err(e) = inserted {
             runtime.trouble(format!("cannot persist the de-duplication state: {e}"));
         }
     }

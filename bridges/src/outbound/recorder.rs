@@ -3,19 +3,21 @@
 //!
 //! It is a listener like the others (health, `_ping`, roster, failure
 //! records, de-duplication by id, graceful stop). What it adds is a writer
-//! thread: the listener runtime hands over one message at a time, and a
-//! SQLite commit per message tops out near 5,000 messages/s, so the handler
-//! only queues the row and the writer commits whatever is queued in one
-//! transaction (group commit: the more traffic, the larger the batches).
+//! thread: a SQLite commit per message tops out near 5,000 messages/s, so
+//! handlers only queue their rows and the writer commits whatever is queued
+//! in one transaction (group commit: the more traffic, the larger the
+//! batches).
 //!
 //! Durability, by mode:
-//! - default: the handler returns (and the runtime acknowledges the
-//!   message) once the row is queued; at most [`QUEUE`] acknowledged rows
-//!   wait for their commit, typically a few milliseconds' worth. A graceful
-//!   stop (SIGTERM/SIGINT) commits them all; a crash of the recorder
+//! - default: each handler waits for the commit of its row, so a message is
+//!   acknowledged only once it is on disk; the runtime runs up to [`QUEUE`]
+//!   handlers at once (acks still in receipt order), which is what lets the
+//!   writer batch. A crash loses nothing: unacknowledged messages come
+//!   again, and a row stored twice is skipped by its id.
+//! - `--ack-on-queue`: the handler returns (and the message is
+//!   acknowledged) once the row is queued; at most [`QUEUE`] acknowledged
+//!   rows wait for their commit. A graceful stop commits them all; a crash
 //!   (SIGKILL, power loss) can lose that window.
-//! - `--sync`: the handler waits for the commit, so a message is
-//!   acknowledged only once it is on disk; one transaction per message.
 //!
 //! Opening a database written by an older recorder upgrades its schema
 //! first (`history::Store::open_writer`: the topic list and the text index
@@ -61,10 +63,10 @@ is --db, else `db` in the config file's [history] table, else
 STATE_DIR/history.db; messages older than --keep (else [history] keep, else 90d)
 are deleted every minute. Reserved topics (_health, _failed, …) are not stored.
 
-A message is acknowledged once its row is queued for the next commit (at most
-4096 rows, a few milliseconds at full rate); a graceful stop commits them all.
---sync acknowledges only after the commit (one transaction per message, about
-5,000 messages/s). Run one recorder per database; scale out with --share-group
+A message is acknowledged only once its row is committed; up to 4096 messages
+are handled at once so that commits are batched. --ack-on-queue acknowledges
+once the row is queued for the next commit (a crash can lose up to 4096 rows;
+a graceful stop commits them all). Run one recorder per database; scale out with --share-group
 and one database each only if one cannot keep up.
 
 Examples:
@@ -84,9 +86,9 @@ pub struct RecorderArgs {
     /// Topic filter to store (repeatable) [default: PREFIX/#]
     #[arg(long = "filter", value_name = "FILTER")]
     filters: Vec<String>,
-    /// Acknowledge each message only after its row is committed (slower)
+    /// Acknowledge a message once its row is queued, not committed (a crash can lose the queue)
     #[arg(long)]
-    sync: bool,
+    ack_on_queue: bool,
     /// Share the work with other instances ($share/GROUP/…)
     #[arg(long, value_name = "GROUP")]
     share_group: Option<String>,
@@ -125,7 +127,9 @@ pub fn run(global: &GlobalArgs, args: RecorderArgs) -> BridgeResult {
     let runtime = super::flags::tokio_runtime()?;
     let recorder = Recorder::start(store, keep)?;
     let prefix = config.prefix.value.clone();
-    let sync = args.sync;
+    let sync = !args.ack_on_queue;
+    // Waiting handlers, many at once: the writer commits them together.
+    options.concurrency = if sync { QUEUE } else { 1 };
     let queue = recorder.queue.clone();
     let trouble = recorder.trouble.clone();
     let handler = move |d: Delivery| {
