@@ -97,7 +97,7 @@ pub struct RecorderArgs {
     health_interval: Option<u64>,
 }
 
-/// A row for the writer, and who waits for its commit (`--sync`).
+/// A row for the writer, and who waits for its commit (the default mode).
 struct Item {
     row: StoredMessage,
     done: Option<oneshot::Sender<Result<(), String>>>,
@@ -152,7 +152,7 @@ pub fn run(global: &GlobalArgs, args: RecorderArgs) -> BridgeResult {
     outcome.map(|()| 0)
 }
 
-/// The handler: queue the row (and in `--sync` mode wait for its commit).
+/// The handler: queue the row (and, unless --ack-on-queue, wait for its commit).
 async fn record(
     queue: &mpsc::Sender<Item>,
     trouble: &Mutex<Option<String>>,
@@ -160,7 +160,7 @@ async fn record(
     d: Delivery,
     sync: bool,
 ) -> HandlerResult {
-    // (--sync handlers learn of a failed commit from the commit itself.)
+    // (handlers waiting for their commit learn of a failed one from the commit itself.)
     if !sync {
         if let Some(error) = trouble.lock().unwrap_or_else(|p| p.into_inner()).clone() {
             return Err(HandlerError::transient(format!(
@@ -289,7 +289,7 @@ fn write_loop(
                     let text = e.to_string();
                     tracing::error!("cannot commit {} messages: {text}", batch.len());
                     set_trouble(Some(text.clone()));
-                    // --sync handlers get the error (their messages are
+                    // waiting handlers get the error (their messages are
                     // retried, then recorded); queued ones are kept here.
                     batch.retain_mut(|item| match item.done.take() {
                         Some(done) => {
