@@ -13,7 +13,9 @@
 //!   acknowledged only once it is on disk; the runtime runs up to [`QUEUE`]
 //!   handlers at once (acks still in receipt order), which is what lets the
 //!   writer batch. A crash loses nothing: unacknowledged messages come
-//!   again, and a row stored twice is skipped by its id.
+//!   again, and a row stored twice is skipped by its id. Rows are ordered
+//!   by their time; messages of the same millisecond may be stored in
+//!   another order than they arrived.
 //! - `--ack-on-queue`: the handler returns (and the message is
 //!   acknowledged) once the row is queued; at most [`QUEUE`] acknowledged
 //!   rows wait for their commit. A graceful stop commits them all; a crash
