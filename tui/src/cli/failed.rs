@@ -271,15 +271,7 @@ async fn replay(
     targets: &Targets,
     wait: Option<f64>,
 ) -> CliResult {
-    let wait = match wait {
-        Some(w) if !w.is_finite() || w <= 0.0 => {
-            return Err(CliError::usage(anyhow!(
-                "--wait must be a positive number of seconds"
-            )))
-        }
-        Some(w) => Some(Duration::from_secs_f64(w)),
-        None => None,
-    };
+    let wait = super::optional_seconds("--wait", wait)?;
     let pairs = resolve(found, targets)?;
     if pairs.is_empty() {
         println!("nothing to replay");

@@ -237,6 +237,39 @@ pub fn run(cli: Cli) -> CliResult {
     })
 }
 
+/// `FLAG SECS` as a duration: a positive, finite number of seconds, else a
+/// usage error naming the flag.
+fn positive_seconds(flag: &str, secs: f64) -> Result<std::time::Duration, CliError> {
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(CliError::usage(anyhow::anyhow!(
+            "{flag} must be a positive number of seconds"
+        )));
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// The same for a flag that may be absent.
+fn optional_seconds(
+    flag: &str,
+    secs: Option<f64>,
+) -> Result<Option<std::time::Duration>, CliError> {
+    secs.map(|s| positive_seconds(flag, s)).transpose()
+}
+
+/// The topic filters given, or everything under the prefix; each must be
+/// a valid filter (a usage error otherwise).
+fn filters_or_prefix(config: &Config, given: &[String]) -> Result<Vec<String>, CliError> {
+    let filters = if given.is_empty() {
+        vec![format!("{}/#", config.prefix.value)]
+    } else {
+        given.to_vec()
+    };
+    for f in &filters {
+        signalbox_common::topic::validate_filter(f).map_err(CliError::usage)?;
+    }
+    Ok(filters)
+}
+
 /// Resolves the configuration; a bad value is a usage error.
 fn load(overrides: &Overrides) -> Result<Config, CliError> {
     Config::resolve(overrides).map_err(CliError::usage)

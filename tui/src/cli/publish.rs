@@ -113,11 +113,7 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
     if let Some(t) = &args.topic {
         topic::validate_topic_name(t).map_err(CliError::usage)?;
     }
-    if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        return Err(CliError::usage(anyhow!(
-            "--timeout must be a positive number of seconds"
-        )));
-    }
+    let timeout = super::positive_seconds("--timeout", args.timeout)?;
     let severity: Severity = args.severity.parse().map_err(|_| {
         CliError::usage(anyhow!(
             "invalid --severity {:?}: use debug, info, warning or error",
@@ -164,7 +160,6 @@ pub async fn run(config: &Config, args: PubArgs) -> CliResult {
     } else {
         Qos::AtLeastOnce
     };
-    let timeout = Duration::from_secs_f64(args.timeout);
 
     if !args.stdin {
         let topic = args.topic.clone().unwrap_or_default();

@@ -213,23 +213,8 @@ pub fn payload_json(bytes: &[u8]) -> (&'static str, serde_json::Value) {
 
 /// Runs `signalbox record`.
 pub async fn run(config: &Config, args: RecordArgs) -> CliResult {
-    let filters = if args.filters.is_empty() {
-        vec![format!("{}/#", config.prefix.value)]
-    } else {
-        args.filters.clone()
-    };
-    for f in &filters {
-        topic::validate_filter(f).map_err(CliError::usage)?;
-    }
-    let timeout = match args.timeout {
-        Some(t) if !t.is_finite() || t <= 0.0 => {
-            return Err(CliError::usage(anyhow!(
-                "--timeout must be a positive number of seconds"
-            )))
-        }
-        Some(t) => Some(Duration::from_secs_f64(t)),
-        None => None,
-    };
+    let filters = super::filters_or_prefix(config, &args.filters)?;
+    let timeout = super::optional_seconds("--timeout", args.timeout)?;
     let to_stdout = args.file.as_os_str() == "-";
     let (mut out, file): (Box<dyn Write>, Option<std::fs::File>) = if to_stdout {
         (Box::new(std::io::stdout().lock()), None)

@@ -145,11 +145,7 @@ pub async fn run(config: &Config, args: ReplayArgs) -> CliResult {
         Some(r) => Some(Duration::from_secs_f64(1.0 / r)),
         None => None,
     };
-    if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        return Err(CliError::usage(anyhow!(
-            "--timeout must be a positive number of seconds"
-        )));
-    }
+    let timeout = super::positive_seconds("--timeout", args.timeout)?;
     let file = args.file.clone();
     let messages = tokio::task::spawn_blocking(move || read_recording(&file))
         .await
@@ -247,7 +243,7 @@ pub async fn run(config: &Config, args: ReplayArgs) -> CliResult {
             }
         }
     }
-    let deadline = Instant::now() + Duration::from_secs_f64(args.timeout);
+    let deadline = Instant::now() + timeout;
     while let Some(confirmation) = pending.pop_front() {
         let left = deadline
             .saturating_duration_since(Instant::now())

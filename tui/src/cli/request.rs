@@ -3,7 +3,6 @@
 //! Topic and Correlation Data properties) and prints the first reply.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
@@ -44,11 +43,7 @@ pub struct RequestArgs {
 /// Runs `signalbox request`.
 pub async fn run(config: &Config, args: RequestArgs) -> CliResult {
     topic::validate_topic_name(&args.topic).map_err(CliError::usage)?;
-    if !args.timeout.is_finite() || args.timeout <= 0.0 {
-        return Err(CliError::usage(anyhow!(
-            "--timeout must be a positive number of seconds"
-        )));
-    }
+    let timeout = super::positive_seconds("--timeout", args.timeout)?;
     let body = match &args.body {
         Some(text) => Some(
             serde_json::from_str::<serde_json::Value>(text)
@@ -75,7 +70,6 @@ pub async fn run(config: &Config, args: RequestArgs) -> CliResult {
         builder = builder.body(body);
     }
     let envelope = builder.build().map_err(CliError::usage)?;
-    let timeout = Duration::from_secs_f64(args.timeout);
     let mut conn = super::connect(config, "request", |_| {}).await?;
     conn.subscribe(&[(reply_topic.clone(), Qos::AtLeastOnce)], timeout)
         .await

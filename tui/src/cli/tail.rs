@@ -15,7 +15,6 @@ use clap::Args;
 use signalbox_common::config::Config;
 use signalbox_common::envelope::{Payload, Severity};
 use signalbox_common::mqtt::{Message, Qos};
-use signalbox_common::topic;
 
 use super::{CliError, CliResult};
 
@@ -62,23 +61,8 @@ pub struct TailArgs {
 
 /// Runs `signalbox tail`.
 pub async fn run(config: &Config, args: TailArgs) -> CliResult {
-    let filters = if args.filters.is_empty() {
-        vec![format!("{}/#", config.prefix.value)]
-    } else {
-        args.filters.clone()
-    };
-    for f in &filters {
-        topic::validate_filter(f).map_err(CliError::usage)?;
-    }
-    let timeout = match args.timeout {
-        Some(t) if !t.is_finite() || t <= 0.0 => {
-            return Err(CliError::usage(anyhow!(
-                "--timeout must be a positive number of seconds"
-            )))
-        }
-        Some(t) => Some(Duration::from_secs_f64(t)),
-        None => None,
-    };
+    let filters = super::filters_or_prefix(config, &args.filters)?;
+    let timeout = super::optional_seconds("--timeout", args.timeout)?;
     if args.count == Some(0) {
         return Ok(ExitCode::SUCCESS);
     }
