@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use signalbox_common::broker::{BrokerOptions, EmbeddedBroker};
 
+pub mod rabbit;
 pub mod tmux;
 
 /// A free TCP port on 127.0.0.1 (released before return; the window until
