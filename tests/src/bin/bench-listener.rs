@@ -9,9 +9,13 @@
 //! - `mosquitto_sub -c -q 1 -C N` (mosquitto only): the client library's
 //!   automatic acks, output to /dev/null — a floor, not a listener;
 //! - `signalbox-bridge exec -- true`: one process spawn per message (fewer
-//!   messages: it is spawn bound).
+//!   messages: it is spawn bound);
+//! - `signalbox-bridge recorder`: every message into a SQLite history
+//!   database, acknowledged once its row is committed — into a fresh
+//!   database, and into RECORDER_DB when given (e.g. one filled with 10
+//!   million messages by `bench-history`; it gains the N messages).
 //!
-//! Usage: cargo run --release -p signalbox-e2e --bin bench-listener -- [N] [EXEC_N]
+//! Usage: cargo run --release -p signalbox-e2e --bin bench-listener -- [N] [EXEC_N] [RECORDER_DB]
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +37,7 @@ async fn main() {
         .collect();
     let n = args.first().copied().unwrap_or(100_000);
     let exec_n = args.get(1).copied().unwrap_or(2_000);
+    let recorder_db = std::env::args().nth(3).map(std::path::PathBuf::from);
     println!("bench-listener: {n} envelopes queued at QoS 1, then drained (exec: {exec_n})");
     println!(
         "machine: {} cores",
@@ -58,11 +63,32 @@ async fn main() {
             "{:<12} {:<40} {:>10} {:>12.0}",
             "mosquitto", "mosquitto_sub -c -q 1 (auto acks)", n, rate
         );
-        let rate = exec_drain(&url, exec_n).await;
+        let rate = process_drain(&url, exec_n, &["exec".into()], &["--", "true"]).await;
         println!(
             "{:<12} {:<40} {:>10} {:>12.0}",
             "mosquitto", "signalbox-bridge exec -- true", exec_n, rate
         );
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let mut dbs = vec![("fresh db".to_string(), fresh.path().join("history.db"))];
+        if let Some(db) = &recorder_db {
+            dbs.push((format!("db {}", db.display()), db.clone()));
+        }
+        for (label, db) in dbs {
+            let rate = process_drain(
+                &url,
+                n,
+                &["recorder".into(), "--db".into(), db.display().to_string()],
+                &[],
+            )
+            .await;
+            println!(
+                "{:<12} {:<40} {:>10} {:>12.0}",
+                "mosquitto",
+                format!("signalbox-bridge recorder, {label}"),
+                n,
+                rate
+            );
+        }
     }
     let broker = embedded_broker();
     let rate = runtime_drain(&broker.url(), n).await;
@@ -210,27 +236,29 @@ async fn mosquitto_sub_drain(url: &str, port: u16, n: usize) -> f64 {
     n as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn exec_drain(url: &str, n: usize) -> f64 {
+/// Times a listener process (`signalbox-bridge KIND…`, then `--name`,
+/// `--filter` and `tail`) draining `n` queued
+/// messages, counted through its health report's `processed`.
+async fn process_drain(
+    url: &str,
+    n: usize,
+    kind: &[String],
+    tail: &[&str],
+) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
-    let name = format!("benchexec{}", free_port());
+    let name = format!("benchproc{}", free_port());
     let spawn = || {
         let mut cmd = Command::new(signalbox_e2e::bin("signalbox-bridge"));
         isolate(&mut cmd);
         cmd.env("SIGNALBOX_BROKER", url)
             .env("SIGNALBOX_STATE_DIR", dir.path())
-            .args([
-                "exec",
-                "--name",
-                &name,
-                "--filter",
-                &format!("bench/{name}/#"),
-                "--",
-                "true",
-            ])
+            .args(kind)
+            .args(["--name", &name, "--filter", &format!("bench/{name}/#")])
+            .args(tail)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("exec")
+            .expect("listener process")
     };
     // Completions are counted through the health report's `processed`.
     let mut watcher = Connection::connect(
@@ -287,6 +315,6 @@ async fn exec_drain(url: &str, n: usize) -> f64 {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
-    let elapsed = elapsed.expect("exec drained in time");
+    let elapsed = elapsed.expect("the listener process drained in time");
     n as f64 / elapsed.as_secs_f64()
 }
