@@ -239,12 +239,7 @@ async fn mosquitto_sub_drain(url: &str, port: u16, n: usize) -> f64 {
 /// Times a listener process (`signalbox-bridge KIND…`, then `--name`,
 /// `--filter` and `tail`) draining `n` queued
 /// messages, counted through its health report's `processed`.
-async fn process_drain(
-    url: &str,
-    n: usize,
-    kind: &[String],
-    tail: &[&str],
-) -> f64 {
+async fn process_drain(url: &str, n: usize, kind: &[String], tail: &[&str]) -> f64 {
     let dir = tempfile::tempdir().expect("tempdir");
     let name = format!("benchproc{}", free_port());
     let spawn = || {
