@@ -6,7 +6,10 @@
 //!   failure record was confirmed by the broker. A listener killed in the
 //!   middle gets the message again.
 //! - In-process retries with capped backoff, then a retained failure record
-//!   on `_failed/{listener}/{id}`.
+//!   on `_failed/{listener}/{id}`, listed in the retained failure index
+//!   `_failed/{listener}` so that records can be read by exact topic (and
+//!   found again after a restart) on brokers that do not deliver retained
+//!   messages to wildcard subscriptions.
 //! - De-duplication by envelope id ([`crate::seen::SeenSet`], persisted).
 //! - A retained health report every interval, at once on `_ping`, with the
 //!   Last Will `down` and `stopped` after a graceful stop; `degraded` while
@@ -273,6 +276,11 @@ struct Shared {
     records: BTreeMap<String, FailureRecord>,
     /// The roster as last received.
     roster: Option<Vec<String>>,
+    /// A record was removed since the failure index was last published:
+    /// republish it at the next heartbeat (an id left over in the index
+    /// costs a reader one empty exact read; a missing one would hide a
+    /// record, so additions are published at once).
+    index_stale: bool,
 }
 
 struct Runtime {
@@ -367,6 +375,7 @@ where
             lag_s: None,
             records: BTreeMap::new(),
             roster: None,
+            index_stale: false,
         }),
         publisher: conn.publisher(),
     });
@@ -382,6 +391,13 @@ where
         ),
         (
             topic::failed_filter(&prefix, Some(&options.name)),
+            Qos::AtLeastOnce,
+        ),
+        // Our own index, by its exact topic: on a broker that does not
+        // deliver retained messages to the wildcard above, it is how a
+        // restarted listener finds its open records again.
+        (
+            topic::failed_index_topic(&prefix, &options.name),
             Qos::AtLeastOnce,
         ),
     ];
@@ -437,6 +453,10 @@ where
                 runtime.lock().backlog = (work_tx.max_capacity() - work_tx.capacity()) as u64;
                 runtime.publish_health(runtime.current_state());
                 runtime.ensure_on_roster();
+                let stale = std::mem::take(&mut runtime.lock().index_stale);
+                if stale {
+                    runtime.publish_index().await;
+                }
             }
             _ = &mut roster_check, if subscribed && !roster_checked => {
                 roster_checked = true;
@@ -665,8 +685,63 @@ impl Runtime {
         });
     }
 
+    /// Publishes the retained index of our open failure records (a JSON
+    /// array of ids on `{prefix}/_failed/{name}`).
+    async fn publish_index(&self) {
+        let ids: Vec<String> = self.lock().records.keys().cloned().collect();
+        let payload = serde_json::to_vec(&ids).unwrap_or_default();
+        let _ = self
+            .publisher
+            .publish(Publish::new(
+                topic::failed_index_topic(&self.prefix, &self.name),
+                payload,
+                Qos::AtLeastOnce,
+                true,
+            ))
+            .await;
+    }
+
+    /// Our index came back (at start, retained): read each record it names
+    /// that we do not hold by its exact topic, since the broker may not
+    /// deliver them to our wildcard subscription.
+    fn read_indexed_records(&self, payload: &[u8]) {
+        let Ok(ids) = serde_json::from_slice::<Vec<String>>(payload) else {
+            return;
+        };
+        let filters: Vec<(String, Qos)> = {
+            let s = self.lock();
+            ids.iter()
+                .filter(|id| !s.records.contains_key(*id))
+                .map(|id| {
+                    (
+                        topic::failed_topic(&self.prefix, &self.name, id),
+                        Qos::AtLeastOnce,
+                    )
+                })
+                .collect()
+        };
+        if filters.is_empty() {
+            return;
+        }
+        let publisher = self.publisher.clone();
+        let name = self.name.clone();
+        tokio::spawn(async move {
+            for chunk in filters.chunks(100) {
+                if let Err(e) = publisher.subscribe(chunk, CONFIRM_TIMEOUT).await {
+                    tracing::warn!(listener = %name, "reading indexed failure records: {e}");
+                }
+            }
+        });
+    }
+
     /// Handles control topics at once; returns work for the worker.
     async fn route(&self, message: Message) -> Option<Job> {
+        if topic::failed_index_listener(&self.prefix, &message.topic).as_deref() == Some(&self.name)
+        {
+            self.read_indexed_records(&message.payload);
+            let _ = self.publisher.ack(&message).await;
+            return None;
+        }
         match topic::classify(&self.prefix, &message.topic) {
             Some(Reserved::Ping) => {
                 self.publish_health(self.current_state());
@@ -694,7 +769,9 @@ impl Runtime {
                 {
                     let mut s = self.lock();
                     if message.payload.is_empty() {
-                        s.records.remove(&id);
+                        if s.records.remove(&id).is_some() {
+                            s.index_stale = true;
+                        }
                     } else if let Ok(record) = FailureRecord::from_slice(&message.payload) {
                         s.records.insert(id, record);
                     }
@@ -800,6 +877,9 @@ impl Runtime {
         if !self.store_record(&record, stop).await {
             return false;
         }
+        // A new record: indexed before the original is acknowledged, so
+        // that a listener killed right after still lists it.
+        self.publish_index().await;
         self.lock().counters.failed += 1;
         true
     }
@@ -814,8 +894,8 @@ impl Runtime {
             )
             .await
             .is_ok();
-        if ok {
-            self.lock().records.remove(id);
+        if ok && self.lock().records.remove(id).is_some() {
+            self.publish_index().await;
         }
         ok
     }

@@ -1826,7 +1826,12 @@ impl Core {
         }
         let broker = self.broker().display.clone();
         let reason = match &err {
-            PollError::Refused(r) | PollError::Network(r) => r.clone(),
+            PollError::Refused(r) => r.clone(),
+            // Never accepted yet: say what a close without CONNACK means.
+            PollError::Network(r) if self.first.is_some() && r.contains("closed by peer") => {
+                closed_before_connack(self.options.protocol, r)
+            }
+            PollError::Network(r) => r.clone(),
         };
         self.attempt = self.attempt.saturating_add(1);
         if self.first.is_some() && !self.options.retry_initial {
@@ -1834,15 +1839,11 @@ impl Core {
             if self.attempt as usize >= self.options.brokers.len() {
                 let error = match err {
                     PollError::Refused(reason) => MqttError::Refused { broker, reason },
-                    PollError::Network(reason) if reason.contains("closed by peer") => {
+                    PollError::Network(raw) if raw.contains("closed by peer") => {
                         // Brokers that refuse a log-in without a CONNACK
-                        // (rumqttd, the embedded broker) look like this.
-                        MqttError::Refused {
-                            broker,
-                            reason: format!(
-                                "it closed the connection before accepting it (a wrong user name or password, or a client id it refuses); {reason}"
-                            ),
-                        }
+                        // (rumqttd, the embedded broker) look like this,
+                        // and so does a broker that does not speak MQTT 5.
+                        MqttError::Refused { broker, reason }
                     }
                     PollError::Network(reason) => MqttError::Unreachable { broker, reason },
                 };
@@ -2105,9 +2106,39 @@ fn build_client(options: &ConnectOptions, broker: &BrokerUrl, files: &TlsFiles) 
     }
 }
 
+/// Why a broker may close the connection before its CONNACK: the text of
+/// the error (or of the reconnecting state) for `raw`, rumqttc's reason.
+/// RabbitMQ 3.10's MQTT plugin answers an MQTT 5 CONNECT this way, with no
+/// reason given, so with MQTT 5 that is named as a likely cause.
+fn closed_before_connack(protocol: Protocol, raw: &str) -> String {
+    match protocol {
+        Protocol::V5 => format!(
+            "it closed the connection before accepting it (a wrong user name or password, a client id it refuses, or it does not speak MQTT 5, e.g. RabbitMQ 3.10: set mqtt_version = 3); {raw}"
+        ),
+        Protocol::V311 => format!(
+            "it closed the connection before accepting it (a wrong user name or password, or a client id it refuses); {raw}"
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 13: RabbitMQ 3.10 closes an MQTT 5 connection without a
+    /// CONNACK; the error names that cause and the fix.
+    #[test]
+    fn a_close_before_connack_names_mqtt_5_as_a_cause() {
+        let raw = "Mqtt state: Connection closed by peer abruptly";
+        let v5 = closed_before_connack(Protocol::V5, raw);
+        assert!(v5.contains("does not speak MQTT 5"), "{v5}");
+        assert!(v5.contains("set mqtt_version = 3"), "{v5}");
+        assert!(v5.contains("wrong user name or password"), "{v5}");
+        assert!(v5.ends_with(raw), "{v5}");
+        let v3 = closed_before_connack(Protocol::V311, raw);
+        assert!(!v3.contains("MQTT 5"), "{v3}");
+        assert!(v3.contains("wrong user name or password"), "{v3}");
+    }
 
     #[test]
     fn urls_parse_with_defaults_and_credentials() {

@@ -349,6 +349,27 @@ pub fn failed_filter(prefix: &str, listener: Option<&str>) -> String {
     }
 }
 
+/// `{prefix}/_failed/{listener}`: the retained index of `listener`'s open
+/// failure records (a JSON array of ids), on an exact topic so that it can
+/// be read on brokers that do not deliver retained messages to wildcard
+/// subscriptions (RabbitMQ's MQTT plugin).
+pub fn failed_index_topic(prefix: &str, listener: &str) -> String {
+    under_prefix(prefix, &[FAILED, &sanitize_segment(listener)])
+}
+
+/// The listener whose failure index `topic` is (see
+/// [`failed_index_topic`]), or `None`.
+pub fn failed_index_listener(prefix: &str, topic: &str) -> Option<String> {
+    let prefix = sanitize_prefix(prefix);
+    let rest = strip_prefix(&prefix, topic)?;
+    match rest.split('/').collect::<Vec<_>>().as_slice() {
+        [FAILED, listener] if !listener.is_empty() && !listener.contains(['+', '#', '\0']) => {
+            Some((*listener).to_owned())
+        }
+        _ => None,
+    }
+}
+
 /// `{prefix}/_replay/{listener}`: where replay requests to `listener` go.
 pub fn replay_topic(prefix: &str, listener: &str) -> String {
     under_prefix(prefix, &[REPLAY, &sanitize_segment(listener)])
@@ -491,6 +512,29 @@ pub fn matches(filter: &str, topic: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    /// Issue 13: the failure index sits on an exact topic that classify
+    /// does not take for a record, and is recognised only in its own shape.
+    #[test]
+    fn the_failure_index_has_its_own_exact_topic() {
+        let t = failed_index_topic("signalbox", "mail-notify");
+        assert_eq!(t, "signalbox/_failed/mail-notify");
+        assert_eq!(classify("signalbox", &t), None);
+        assert_eq!(
+            failed_index_listener("signalbox", &t).as_deref(),
+            Some("mail-notify")
+        );
+        for other in [
+            "signalbox/_failed/mail-notify/01a2",
+            "signalbox/_failed",
+            "signalbox/_health/mail-notify",
+            "other/_failed/mail-notify",
+            "signalbox/_failed/+",
+        ] {
+            assert_eq!(failed_index_listener("signalbox", other), None, "{other}");
+        }
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -78,6 +78,51 @@ pub fn signalbox(broker_url: &str) -> Command {
     cmd
 }
 
+/// A `Command` for the `signalbox-bridge` binary with a private
+/// configuration, state and spool under `state`, publishing to `broker`.
+pub fn signalbox_bridge(broker: &str, state: &Path) -> Command {
+    let mut cmd = Command::new(bin("signalbox-bridge"));
+    isolate(&mut cmd);
+    cmd.env("SIGNALBOX_BROKER", broker)
+        .env("SIGNALBOX_STATE_DIR", state);
+    cmd
+}
+
+/// Runs `signalbox pub ARGS…` against `url`; panics unless it exits 0.
+pub fn publish(url: &str, args: &[&str]) {
+    let out = run_with_limit(
+        signalbox(url).arg("pub").args(args),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.code, 0, "pub {args:?} failed: {}", out.stderr);
+}
+
+/// Starts `signalbox tail ARGS…` and waits until it printed the retained
+/// marker message published beforehand on `ready_topic`, so that it is
+/// known to be subscribed. `args` must include a filter that matches
+/// `ready_topic`; on a broker that delivers retained messages only to
+/// exact subscriptions (RabbitMQ), pass `ready_topic` itself as a filter.
+pub fn tail_ready(url: &str, ready_topic: &str, args: &[&str]) -> (KillOnDrop, LineReader) {
+    publish(url, &["--retain", ready_topic, "ready"]);
+    let mut child = signalbox(url)
+        .arg("tail")
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn tail");
+    let lines = LineReader::new(&mut child);
+    let child = KillOnDrop(child);
+    let first = lines
+        .next_line(Duration::from_secs(30))
+        .expect("tail prints the retained ready message");
+    assert!(
+        first.contains(ready_topic) && first.contains("ready"),
+        "{first}"
+    );
+    (child, lines)
+}
+
 /// Clears `SIGNALBOX_*` variables and points config and state at a
 /// directory that holds nothing.
 pub fn isolate(cmd: &mut Command) {
@@ -315,21 +360,35 @@ pub fn mosquitto_required() -> bool {
 /// Starts a private mosquitto on a free port, or returns `None` (after a
 /// loud message) when it is not installed and not required.
 pub fn mosquitto(test: &str) -> Option<Mosquitto> {
-    start_mosquitto(test, None, false)
+    start_mosquitto(test, None, false, "")
 }
 
 /// Like [`mosquitto`], with `persistence true` in a private directory (so
 /// that sessions and retained messages survive [`Mosquitto::restart`]).
 pub fn mosquitto_persistent(test: &str) -> Option<Mosquitto> {
-    start_mosquitto(test, None, true)
+    start_mosquitto(test, None, true, "")
 }
 
 /// Starts a private mosquitto on `port` (e.g. to restart a killed one).
 pub fn mosquitto_on_port(test: &str, port: u16) -> Option<Mosquitto> {
-    start_mosquitto(test, Some(port), false)
+    start_mosquitto(test, Some(port), false, "")
 }
 
-fn start_mosquitto(test: &str, port: Option<u16>, persistent: bool) -> Option<Mosquitto> {
+/// Like [`mosquitto`] (with persistence when `persistent`), with
+/// `extra_conf` appended to the configuration file: e.g. a bridge to
+/// another broker (`connection`, `address`, `topic`, …; mosquitto applies
+/// each bridge option to the `connection` line above it, so they come
+/// after the general options).
+pub fn mosquitto_with(test: &str, persistent: bool, extra_conf: &str) -> Option<Mosquitto> {
+    start_mosquitto(test, None, persistent, extra_conf)
+}
+
+fn start_mosquitto(
+    test: &str,
+    port: Option<u16>,
+    persistent: bool,
+    extra_conf: &str,
+) -> Option<Mosquitto> {
     if !mosquitto_installed(test) {
         return None;
     }
@@ -357,7 +416,7 @@ fn start_mosquitto(test: &str, port: Option<u16>, persistent: bool) -> Option<Mo
         std::fs::write(
             &conf,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}max_inflight_messages 1000\nmax_queued_messages 1000000\n"
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}max_inflight_messages 1000\nmax_queued_messages 1000000\n{extra_conf}\n"
             ),
         )
         .expect("write mosquitto.conf");

@@ -162,7 +162,10 @@ impl RabbitNode {
         cmd.arg("-n").arg(&self.node).args(args);
         cmd.env("ERL_EPMD_PORT", self.epmd.port.to_string());
         let finished = crate::run_with_limit(&mut cmd, Duration::from_secs(60));
-        assert!(finished.code != -1, "rabbitmqctl {args:?} ran past 60 s or was killed");
+        assert!(
+            finished.code != -1,
+            "rabbitmqctl {args:?} ran past 60 s or was killed"
+        );
         finished
     }
 
@@ -248,7 +251,9 @@ pub fn rabbitmq_cluster(test: &str, n: usize) -> Option<Vec<RabbitNode>> {
     let epmd = Arc::new(Epmd::start());
     // Start them side by side: each takes 10-15 s.
     let nodes: Vec<RabbitNode> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n).map(|_| s.spawn(|| start_node(test, &epmd))).collect();
+        let handles: Vec<_> = (0..n)
+            .map(|_| s.spawn(|| start_node(test, &epmd)))
+            .collect();
         handles
             .into_iter()
             .map(|h| h.join().expect("node start"))

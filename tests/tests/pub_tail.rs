@@ -13,32 +13,11 @@ use signalbox_e2e::{
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn publish(url: &str, args: &[&str]) {
-    let out = run_with_limit(signalbox(url).arg("pub").args(args), LIMIT);
-    assert_eq!(out.code, 0, "pub {args:?} failed: {}", out.stderr);
+    signalbox_e2e::publish(url, args);
 }
 
-/// Starts `signalbox tail` and waits until it printed the retained marker
-/// message published beforehand on `ready_topic`, so that it is known to be
-/// subscribed.
 fn tail_ready(url: &str, ready_topic: &str, args: &[&str]) -> (KillOnDrop, LineReader) {
-    publish(url, &["--retain", ready_topic, "ready"]);
-    let mut child = signalbox(url)
-        .arg("tail")
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn tail");
-    let lines = LineReader::new(&mut child);
-    let child = KillOnDrop(child);
-    let first = lines
-        .next_line(LIMIT)
-        .expect("tail prints the retained ready message");
-    assert!(
-        first.contains(ready_topic) && first.contains("ready"),
-        "{first}"
-    );
-    (child, lines)
+    signalbox_e2e::tail_ready(url, ready_topic, args)
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use signalbox_common::mqtt::{ConnectOptions, Connection, Qos};
-use signalbox_e2e::{bin, isolate, mosquitto_required, wait_with_limit, Finished};
+use signalbox_e2e::{mosquitto_required, wait_with_limit, Finished};
 
 /// Every bridge run in these tests is bounded by this.
 pub const LIMIT: Duration = Duration::from_secs(60);
@@ -19,11 +19,7 @@ pub const LIMIT: Duration = Duration::from_secs(60);
 /// A `signalbox-bridge` command with a private configuration, state and
 /// spool under `state`, publishing to `broker`.
 pub fn bridge(broker: &str, state: &Path) -> Command {
-    let mut cmd = Command::new(bin("signalbox-bridge"));
-    isolate(&mut cmd);
-    cmd.env("SIGNALBOX_BROKER", broker)
-        .env("SIGNALBOX_STATE_DIR", state);
-    cmd
+    signalbox_e2e::signalbox_bridge(broker, state)
 }
 
 /// Runs a command with `input` on its stdin, killing it after `limit`.

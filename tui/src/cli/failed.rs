@@ -15,7 +15,7 @@ use signalbox_common::failed::{Outcome, ReplayOutcome, ReplayRequest};
 use signalbox_common::mqtt::{Connection, Publish, Qos};
 use signalbox_common::topic;
 
-use super::discover::{cut, discover, Discovery, Wanted};
+use super::discover::{cut, discover, Discovery, Wanted, WILDCARD_NOTE};
 use super::{CliError, CliResult};
 use crate::operator::{self, operator_name};
 
@@ -109,6 +109,9 @@ pub async fn run(config: &Config, args: FailedArgs) -> CliResult {
         collect,
     )
     .await?;
+    if found.wildcard_missed_retained {
+        eprintln!("{WILDCARD_NOTE}");
+    }
     let result = match args.action {
         Action::List { json, .. } => list(&found, json),
         Action::Show { id } => show(&found, &id),

@@ -10,7 +10,7 @@ use chrono::Utc;
 use clap::Args;
 use signalbox_common::config::Config;
 
-use super::discover::{age, cut, discover, Discovery, Wanted};
+use super::discover::{age, cut, discover, Discovery, Wanted, WILDCARD_NOTE};
 use super::{CliError, CliResult, EXIT_USAGE};
 
 /// Flags of `signalbox health`.
@@ -58,6 +58,8 @@ pub async fn run(config: &Config, args: HealthArgs) -> CliResult {
             code: if e.code == EXIT_USAGE { EXIT_USAGE } else { 2 },
             error: e.error,
         })?;
+    // Said once, not at every refresh of --watch.
+    let mut noted = false;
     loop {
         let found = discover(
             &mut conn,
@@ -69,6 +71,10 @@ pub async fn run(config: &Config, args: HealthArgs) -> CliResult {
             wait,
         )
         .await?;
+        if found.wildcard_missed_retained && !noted {
+            eprintln!("{WILDCARD_NOTE}");
+            noted = true;
+        }
         let (text, problems) = render(&found, &args, Utc::now());
         if args.watch {
             print!("\x1b[2J\x1b[H{text}");
