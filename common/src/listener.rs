@@ -50,6 +50,8 @@ use crate::topic::{self, Reserved};
 
 /// Time allowed for the broker to confirm a failure record or a report.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the shared-subscription probe waits for its own message.
+const SHARE_PROBE_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait between two in-process retries.
 const RETRY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Jobs queued between the receiving task and the worker. The broker's own
@@ -235,6 +237,17 @@ pub enum ListenerError {
     /// The trust directory cannot be read.
     #[error(transparent)]
     Trust(#[from] SignError),
+    /// The broker took a shared subscription but delivered nothing
+    /// through it (RabbitMQ 3.10 accepts `$share/…` and stays silent).
+    #[error("broker {broker} accepted the shared subscription $share/{group}/… but delivered nothing through it within {secs} s: it does not support shared subscriptions (RabbitMQ 3.10 does not); run a single instance without --share-group")]
+    SharedSubscriptionsUnsupported {
+        /// The broker (password masked).
+        broker: String,
+        /// The share group asked for.
+        group: String,
+        /// How long the probe waited.
+        secs: u64,
+    },
     /// The de-duplication state cannot be opened.
     #[error("cannot open the de-duplication state {path}: {reason}")]
     State {
@@ -357,7 +370,11 @@ where
         qos: Qos::AtLeastOnce,
         retain: true,
     });
+    let probe_options = connect.clone();
     let mut conn = Connection::connect(connect).await?;
+    if let Some(group) = &options.share_group {
+        probe_shared_subscriptions(probe_options, &prefix, group).await?;
+    }
     let runtime = Arc::new(Runtime {
         name: options.name.clone(),
         prefix: prefix.clone(),
@@ -585,6 +602,78 @@ fn validate(options: &ListenerOptions) -> Result<(), ListenerError> {
         }
     }
     Ok(())
+}
+
+/// Checks that the broker delivers through a shared subscription before a
+/// listener relies on one: a private connection subscribes to
+/// `$share/{group}/{prefix}/_ping/share-probe-{token}` (no other member of
+/// the group has that filter) and publishes one message there. A broker
+/// without shared subscriptions may refuse the filter (an error at once)
+/// or, like RabbitMQ 3.10, accept it and never deliver: that is reported
+/// here, once, instead of a listener that silently receives nothing. A
+/// connection problem during the probe is left to the listener's own
+/// connection, which retries.
+async fn probe_shared_subscriptions(
+    mut connect: ConnectOptions,
+    prefix: &str,
+    group: &str,
+) -> Result<(), ListenerError> {
+    let broker = connect
+        .brokers
+        .first()
+        .map(|b| b.display.clone())
+        .unwrap_or_default();
+    connect.client_id = crate::mqtt::default_client_id("share-probe");
+    connect.clean_session = true;
+    connect.manual_acks = false;
+    connect.retry_initial = false;
+    connect.will = None;
+    let mut conn = match Connection::connect(connect).await {
+        Ok(conn) => conn,
+        Err(e) => {
+            tracing::warn!("shared subscription probe skipped: {e}");
+            return Ok(());
+        }
+    };
+    let token = uuid::Uuid::now_v7().simple().to_string();
+    let probe_topic = format!(
+        "{}/_ping/share-probe-{token}",
+        topic::sanitize_prefix(prefix)
+    );
+    let filter = format!("$share/{group}/{probe_topic}");
+    let outcome = async {
+        conn.subscribe(&[(filter, Qos::AtLeastOnce)], CONFIRM_TIMEOUT)
+            .await?;
+        conn.publish_confirmed(
+            Publish::new(&probe_topic, b"probe".to_vec(), Qos::AtLeastOnce, false),
+            CONFIRM_TIMEOUT,
+        )
+        .await?;
+        let deadline = tokio::time::Instant::now() + SHARE_PROBE_WAIT;
+        while let Ok(Some(m)) = tokio::time::timeout_at(deadline, conn.recv()).await {
+            if m.topic == probe_topic {
+                return Ok(true);
+            }
+        }
+        Ok::<bool, MqttError>(false)
+    }
+    .await;
+    conn.disconnect().await;
+    match outcome {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(ListenerError::SharedSubscriptionsUnsupported {
+            broker,
+            group: group.to_string(),
+            secs: SHARE_PROBE_WAIT.as_secs(),
+        }),
+        Err(e @ (MqttError::SubscribeRejected { .. } | MqttError::NotAuthorized { .. })) => {
+            Err(e.into())
+        }
+        Err(e) => {
+            tracing::warn!("shared subscription probe inconclusive: {e}");
+            Ok(())
+        }
+    }
 }
 
 impl Runtime {

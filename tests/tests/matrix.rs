@@ -41,6 +41,8 @@ struct Traits {
     /// Where it accepts MQTT 5 connections (the embedded broker has a port
     /// of its own for them), or `None`: it does not speak MQTT 5.
     mqtt5_url: Option<String>,
+    /// It delivers through shared subscriptions (`$share/{group}/…`).
+    shared_subscriptions: bool,
 }
 
 #[test]
@@ -52,6 +54,7 @@ fn embedded() {
         Traits {
             retained_to_wildcards: true,
             mqtt5_url: broker.url_v5(),
+            shared_subscriptions: true,
         },
     );
 }
@@ -67,6 +70,7 @@ fn mosquitto() {
         Traits {
             retained_to_wildcards: true,
             mqtt5_url: Some(m.url()),
+            shared_subscriptions: true,
         },
     );
 }
@@ -82,6 +86,7 @@ fn rabbitmq() {
         Traits {
             retained_to_wildcards: false,
             mqtt5_url: None,
+            shared_subscriptions: false,
         },
     );
     drop(node);
@@ -110,6 +115,8 @@ fn scenarios(broker: &str, url: &str, traits: Traits) {
     listener_lifecycle(broker, url, &traits);
     step("health --expect");
     health_expect_never_seen(url);
+    step("--share-group");
+    share_group(url, &traits);
     step("done");
 }
 
@@ -582,4 +589,62 @@ fn health_expect_never_seen(url: &str) {
         "{}",
         out.stdout
     );
+}
+
+/// A listener with `--share-group` works where the broker delivers through
+/// shared subscriptions, and where it does not (RabbitMQ 3.10 accepts the
+/// subscription and stays silent) exits at once with one clear line
+/// instead of running deaf.
+fn share_group(url: &str, traits: &Traits) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("handled");
+    let start = || {
+        signalbox_bridge(url, &dir.path().join("state"))
+            .env("SIGNALBOX_HEALTH_INTERVAL", "2")
+            .args([
+                "exec",
+                "--name",
+                "matrix-share",
+                "--share-group",
+                "workers",
+                "--filter",
+                "signalbox/dev/matrix/shared/#",
+                "--",
+                "sh",
+                "-c",
+                &format!("echo \"$SIGNALBOX_SUMMARY\" >> '{}'", log.display()),
+            ])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn shared exec listener")
+    };
+    if traits.shared_subscriptions {
+        let _listener = KillOnDrop(start());
+        eventually("the shared listener handles a message", WAIT, || {
+            publish(url, &["signalbox/dev/matrix/shared/job", "shared work"]);
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|s| s.contains("shared work"))
+                .ok_or_else(|| "nothing handled yet".to_string())
+        });
+    } else {
+        let out = signalbox_e2e::wait_with_limit(start(), RUN);
+        assert_ne!(out.code, 0, "exits non-zero: {}", out.stderr);
+        assert!(
+            out.stderr.contains("does not support shared subscriptions")
+                && out.stderr.contains("--share-group"),
+            "one clear line: {}",
+            out.stderr
+        );
+        assert_eq!(
+            out.stderr
+                .matches("does not support shared subscriptions")
+                .count(),
+            1,
+            "said once: {}",
+            out.stderr
+        );
+    }
 }
