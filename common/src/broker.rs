@@ -7,15 +7,34 @@
 //!
 //! It can require a user name and password of every client
 //! ([`EmbeddedBroker::start_with_users`], `signalbox broker --passwords
-//! FILE`). It does not do TLS: rumqttd's TLS listener insists on client
-//! certificates and adds a certificate parser to every build; a bus that
-//! crosses hosts belongs on mosquitto with TLS (deploy/mosquitto.conf).
+//! FILE`), and it can offer TLS ([`EmbeddedBroker::start_with_tls`],
+//! `signalbox broker --tls-cert FILE --tls-key FILE`), with client
+//! certificates required when given a client CA (`--tls-client-ca FILE`).
+//!
+//! TLS is terminated in this process, in front of rumqttd (module `tls`):
+//! rumqttd's own TLS listener insists on client certificates. Each TLS
+//! connection is relayed to rumqttd's plain listener, so that listener
+//! always exists — on an ephemeral 127.0.0.1 port when only TLS is wanted.
+//! What that means:
+//! - any local user can reach the plain port without TLS and, with mutual
+//!   TLS, without a client certificate: TLS protects the network, not the
+//!   host (passwords, when set, apply on every port);
+//! - a client certificate only decides who may connect: it is not a user
+//!   name, and there are still no ACLs;
+//! - rumqttd sees every TLS client as coming from 127.0.0.1.
+//!
+//! A bus that crosses hosts, or needs ACLs or persistence, still belongs on
+//! mosquitto with TLS (deploy/mosquitto.conf).
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+mod tls;
+
+pub use tls::{ServerTls, TlsOptions, HANDSHAKE_TIMEOUT, MAX_TLS_CONNECTIONS};
 
 /// How long the broker may take to accept its first connection.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,6 +59,17 @@ pub enum BrokerError {
         /// The file.
         path: PathBuf,
         /// What is wrong (with the line).
+        reason: String,
+    },
+    /// A TLS certificate, key or CA file cannot be used.
+    #[error("{what} {path}: {reason}")]
+    TlsFile {
+        /// Which file it is ("TLS certificate", "TLS key", "client CA
+        /// file").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// rumqttd rejected its configuration or stopped at once.
@@ -83,6 +113,10 @@ impl BrokerOptions {
 pub struct EmbeddedBroker {
     addr: SocketAddr,
     addr_v5: Option<SocketAddr>,
+    /// The MQTT 3.1.1 TLS listener, when TLS was asked for.
+    tls_addr: Option<SocketAddr>,
+    /// The MQTT 5 TLS listener, when asked for.
+    tls_addr_v5: Option<SocketAddr>,
     thread: Option<JoinHandle<Result<(), String>>>,
 }
 
@@ -101,6 +135,48 @@ impl EmbeddedBroker {
         options: &BrokerOptions,
         users: &BTreeMap<String, String>,
     ) -> Result<EmbeddedBroker, BrokerError> {
+        Self::start_inner(options, users, None)
+    }
+
+    /// Like [`EmbeddedBroker::start_with_users`], also accepting MQTT over
+    /// TLS on `tls.listen` (relayed to `options.listen`) and `tls.listen_v5`
+    /// (relayed to `options.listen_v5`, which must be set). The plain
+    /// listeners stay open: put them on `127.0.0.1:0` when only TLS is
+    /// wanted.
+    pub fn start_with_tls(
+        options: &BrokerOptions,
+        users: &BTreeMap<String, String>,
+        tls: &TlsOptions,
+    ) -> Result<EmbeddedBroker, BrokerError> {
+        Self::start_inner(options, users, Some(tls))
+    }
+
+    fn start_inner(
+        options: &BrokerOptions,
+        users: &BTreeMap<String, String>,
+        tls: Option<&TlsOptions>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
+        // The TLS listeners are bound first and kept: their addresses are
+        // known, and a taken port fails before rumqttd (which cannot be
+        // stopped) starts.
+        let mut tls_listeners = (None, None);
+        if let Some(tls) = tls {
+            if tls.listen.is_none() && tls.listen_v5.is_none() {
+                return Err(BrokerError::Start {
+                    reason: "TLS asked for without an address to listen on".into(),
+                });
+            }
+            if tls.listen_v5.is_some() && options.listen_v5.is_none() {
+                return Err(BrokerError::Start {
+                    reason: "MQTT 5 over TLS needs an MQTT 5 listener to relay to (listen_v5)"
+                        .into(),
+                });
+            }
+            tls_listeners = (
+                tls.listen.map(bind).transpose()?,
+                tls.listen_v5.map(bind).transpose()?,
+            );
+        }
         let addr = reserve(options.listen)?;
         let addr_v5 = options.listen_v5.map(reserve).transpose()?;
         let mut config = rumqttd_config(addr, addr_v5)?;
@@ -123,11 +199,36 @@ impl EmbeddedBroker {
         let mut embedded = EmbeddedBroker {
             addr,
             addr_v5,
+            tls_addr: None,
+            tls_addr_v5: None,
             thread: Some(thread),
         };
         embedded.wait_ready(addr)?;
         if let Some(v5) = addr_v5 {
             embedded.wait_ready(v5)?;
+        }
+        if let Some(tls) = tls {
+            let local_addr = |l: &TcpListener| {
+                l.local_addr().map_err(|e| BrokerError::Start {
+                    reason: format!("TLS listener: {e}"),
+                })
+            };
+            let mut routes = Vec::new();
+            if let Some(listener) = tls_listeners.0 {
+                embedded.tls_addr = Some(local_addr(&listener)?);
+                routes.push(tls::Route {
+                    listener,
+                    backend: reachable(addr),
+                });
+            }
+            if let (Some(listener), Some(v5)) = (tls_listeners.1, addr_v5) {
+                embedded.tls_addr_v5 = Some(local_addr(&listener)?);
+                routes.push(tls::Route {
+                    listener,
+                    backend: reachable(v5),
+                });
+            }
+            tls::spawn(routes, tls)?;
         }
         Ok(embedded)
     }
@@ -150,6 +251,27 @@ impl EmbeddedBroker {
     /// `mqtt://host:port` of the MQTT 5 listener.
     pub fn url_v5(&self) -> Option<String> {
         self.addr_v5.map(|a| format!("mqtt://{a}"))
+    }
+
+    /// The MQTT 3.1.1 TLS address, when TLS was asked for.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
+    }
+
+    /// The MQTT 5 TLS address, when asked for.
+    pub fn tls_addr_v5(&self) -> Option<SocketAddr> {
+        self.tls_addr_v5
+    }
+
+    /// `mqtts://host:port` of the MQTT 3.1.1 TLS listener. Clients must
+    /// connect with a host name the certificate names.
+    pub fn tls_url(&self) -> Option<String> {
+        self.tls_addr.map(|a| format!("mqtts://{a}"))
+    }
+
+    /// `mqtts://host:port` of the MQTT 5 TLS listener.
+    pub fn tls_url_v5(&self) -> Option<String> {
+        self.tls_addr_v5.map(|a| format!("mqtts://{a}"))
     }
 
     /// Blocks the calling thread while the broker runs; returns its error
@@ -239,6 +361,28 @@ fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
         addr,
         reason: e.to_string(),
     })
+}
+
+/// Binds a listener that is kept (unlike [`reserve`]).
+fn bind(addr: SocketAddr) -> Result<TcpListener, BrokerError> {
+    TcpListener::bind(addr).map_err(|e| BrokerError::Listen {
+        addr,
+        reason: e.to_string(),
+    })
+}
+
+/// The address this host reaches a listener at: a wildcard address means
+/// the loopback of its family.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::from((Ipv6Addr::LOCALHOST, addr.port()))
+        }
+        _ => addr,
+    }
 }
 
 fn rumqttd_config(
@@ -336,5 +480,209 @@ mod tests {
             .err()
             .expect("address in use");
         assert!(err.to_string().contains("cannot listen on"), "{err}");
+    }
+
+    /// A CA and a certificate it signed for 127.0.0.1, as PEM files, plus
+    /// the key of another certificate (which must not fit).
+    struct TestPki {
+        _dir: tempfile::TempDir,
+        ca: PathBuf,
+        cert: PathBuf,
+        key: PathBuf,
+        other_key: PathBuf,
+    }
+
+    fn test_pki() -> TestPki {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "broker test CA");
+        let ca = ca.self_signed(&ca_key).expect("CA");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("signed");
+        let other = rcgen::KeyPair::generate().expect("key");
+        let write = |name: &str, text: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        TestPki {
+            ca: write("ca.pem", ca.pem()),
+            cert: write("cert.pem", cert.pem()),
+            key: write("key.pem", key.serialize_pem()),
+            other_key: write("other.key", other.serialize_pem()),
+            _dir: dir,
+        }
+    }
+
+    fn start_tls(pki: &TestPki, configure: impl FnOnce(&mut TlsOptions)) -> EmbeddedBroker {
+        let server = ServerTls::load(&pki.cert, &pki.key, None).expect("loads");
+        let mut tls = TlsOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), server);
+        configure(&mut tls);
+        let options = BrokerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen_v5: None,
+        };
+        EmbeddedBroker::start_with_tls(&options, &BTreeMap::new(), &tls).expect("starts")
+    }
+
+    /// Reads until the server closes; how long that took.
+    fn time_until_closed(stream: &mut TcpStream) -> Duration {
+        use std::io::Read;
+        let started = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .expect("timeout");
+        let mut buf = [0u8; 256];
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) => return started.elapsed(),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    panic!("not closed after {:?}", started.elapsed())
+                }
+                Err(_) => return started.elapsed(),
+            }
+        }
+    }
+
+    #[test]
+    fn tls_files_that_cannot_be_used_are_errors_naming_the_file() {
+        let pki = test_pki();
+        let missing = pki.cert.with_file_name("missing.pem");
+        let cases: [(&Path, &Path, Option<&Path>, &Path, &str); 6] = [
+            (&missing, &pki.key, None, &missing, "No such file"),
+            (&pki.key, &pki.key, None, &pki.key, "no PEM certificate"),
+            (&pki.cert, &pki.cert, None, &pki.cert, "no PEM private key"),
+            (
+                &pki.cert,
+                &pki.other_key,
+                None,
+                &pki.other_key,
+                "not the key of the certificate",
+            ),
+            (
+                &pki.cert,
+                &pki.key,
+                Some(&pki.key),
+                &pki.key,
+                "no PEM certificate",
+            ),
+            (
+                &pki.cert,
+                &pki.key,
+                Some(&missing),
+                &missing,
+                "client CA file",
+            ),
+        ];
+        for (cert, key, ca, named, says) in cases {
+            let err = ServerTls::load(cert, key, ca)
+                .expect_err("refused")
+                .to_string();
+            assert!(
+                err.contains(&named.display().to_string()) && err.contains(says),
+                "{err}"
+            );
+            assert_eq!(err.lines().count(), 1, "{err}");
+        }
+        let garbled = pki.cert.with_file_name("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all!\n-----END CERTIFICATE-----\n",
+        )
+        .expect("write");
+        let err = ServerTls::load(&garbled, &pki.key, None)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            err.contains("garbled.pem") && err.lines().count() == 1,
+            "{err}"
+        );
+        assert!(ServerTls::load(&pki.cert, &pki.key, Some(&pki.ca))
+            .expect("mutual TLS loads")
+            .requires_client_certificates());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_round_trip_through_the_relay() {
+        use crate::mqtt::{ConnectOptions, Connection, Publish, Qos};
+        let pki = test_pki();
+        let broker = start_tls(&pki, |_| {});
+        let url = broker.tls_url().expect("TLS url");
+        assert!(url.starts_with("mqtts://127.0.0.1:"), "{url}");
+        let mut options = ConnectOptions::for_url(&url, "tls-unit").expect("url");
+        options.ca_file = Some(pki.ca.clone());
+        let wait = Duration::from_secs(10);
+        let mut conn = Connection::connect(options)
+            .await
+            .expect("connects over TLS");
+        conn.subscribe(&[("t/tls".into(), Qos::AtLeastOnce)], wait)
+            .await
+            .expect("subscribes");
+        conn.publish_confirmed(
+            Publish::new("t/tls", &b"through the relay"[..], Qos::AtLeastOnce, false),
+            wait,
+        )
+        .await
+        .expect("confirmed");
+        let got = tokio::time::timeout(wait, conn.recv())
+            .await
+            .expect("delivered")
+            .expect("open");
+        assert_eq!(&got.payload[..], b"through the relay");
+        conn.disconnect().await;
+    }
+
+    #[test]
+    fn a_client_that_never_starts_the_handshake_is_dropped() {
+        let pki = test_pki();
+        let broker = start_tls(&pki, |tls| {
+            tls.handshake_timeout = Duration::from_millis(300);
+        });
+        let mut silent = TcpStream::connect(broker.tls_addr().expect("TLS addr")).expect("connect");
+        let took = time_until_closed(&mut silent);
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+            "closed after {took:?}"
+        );
+    }
+
+    #[test]
+    fn connections_beyond_the_limit_are_closed_at_once() {
+        let pki = test_pki();
+        let broker = start_tls(&pki, |tls| {
+            tls.max_connections = 1;
+        });
+        let addr = broker.tls_addr().expect("TLS addr");
+        // The first one holds the only slot while it dawdles in the
+        // handshake.
+        let _first = TcpStream::connect(addr).expect("connect");
+        std::thread::sleep(Duration::from_millis(100));
+        let mut second = TcpStream::connect(addr).expect("connect");
+        let took = time_until_closed(&mut second);
+        assert!(took < Duration::from_secs(2), "closed after {took:?}");
+    }
+
+    #[test]
+    fn tls_for_mqtt_5_needs_an_mqtt_5_listener() {
+        let pki = test_pki();
+        let server = ServerTls::load(&pki.cert, &pki.key, None).expect("loads");
+        let mut tls = TlsOptions::new(SocketAddr::from(([127, 0, 0, 1], 0)), server);
+        tls.listen_v5 = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        let options = BrokerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            listen_v5: None,
+        };
+        let err = EmbeddedBroker::start_with_tls(&options, &BTreeMap::new(), &tls)
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(err.contains("listen_v5"), "{err}");
     }
 }

@@ -8,11 +8,14 @@
 //! silent drop — except the one MQTT 3.1.1 cannot express (a refused
 //! publish), which is pinned down here so that the docs stay true.
 
+mod pki_support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pki_support::{make_pki, Pki};
 use signalbox_common::config::{Config, SignaturePolicy};
 use signalbox_common::envelope::Envelope;
 use signalbox_common::failed::{FailureRecord, ReplayRequest};
@@ -28,71 +31,6 @@ use tokio::sync::oneshot;
 const WAIT: Duration = Duration::from_secs(10);
 /// The password of every test account.
 const PASSWORD: &str = "s3cret-pw";
-
-/// The test's certificate authority, the broker's certificate (for
-/// 127.0.0.1 and localhost) and a client certificate, as PEM files.
-struct Pki {
-    ca: PathBuf,
-    server_cert: PathBuf,
-    server_key: PathBuf,
-    client_cert: PathBuf,
-    client_key: PathBuf,
-    /// A CA that signed nothing here: trusting it must fail.
-    other_ca: PathBuf,
-}
-
-fn make_ca(name: &str) -> (rcgen::Certificate, rcgen::KeyPair) {
-    let key = rcgen::KeyPair::generate().expect("CA key");
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-        rcgen::KeyUsagePurpose::DigitalSignature,
-    ];
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    (params.self_signed(&key).expect("CA certificate"), key)
-}
-
-fn make_pki(dir: &Path) -> Pki {
-    let (ca, ca_key) = make_ca("signalbox test CA");
-    let issue = |names: Vec<String>, cn: &str, usage: rcgen::ExtendedKeyUsagePurpose| {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(names).expect("params");
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![usage];
-        let cert = params.signed_by(&key, &ca, &ca_key).expect("signed");
-        (cert.pem(), key.serialize_pem())
-    };
-    let (server_pem, server_key) = issue(
-        vec!["127.0.0.1".into(), "localhost".into()],
-        "127.0.0.1",
-        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-    );
-    let (client_pem, client_key) = issue(
-        Vec::new(),
-        "console",
-        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-    );
-    let (other, _) = make_ca("somebody else's CA");
-    let write = |name: &str, text: &str| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).expect("write PEM");
-        path
-    };
-    Pki {
-        ca: write("ca.pem", &ca.pem()),
-        server_cert: write("server.pem", &server_pem),
-        server_key: write("server.key", &server_key),
-        client_cert: write("client.pem", &client_pem),
-        client_key: write("client.key", &client_key),
-        other_ca: write("other-ca.pem", &other.pem()),
-    }
-}
 
 /// A mosquitto with a password file, deploy/signalbox.acl, and three
 /// listeners: plain (passwords only), TLS, and TLS requiring a client
