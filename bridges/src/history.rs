@@ -227,6 +227,30 @@ pub struct Query {
     pub limit: usize,
 }
 
+/// A position in the history's order (time, then `seq`) that a page of
+/// older messages ends before: the console pages back with it, from the
+/// oldest message it shows to the oldest message of the page before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Before {
+    /// Only messages at or before this time (to the millisecond)…
+    pub time: DateTime<Utc>,
+    /// …and, of those at exactly `time`, only those stored before this row.
+    /// `None` keeps every message at `time`: the first page, older than a
+    /// message that did not come from this database (whose copy, if the
+    /// recorder stored it, the caller recognises by its id).
+    pub seq: Option<i64>,
+}
+
+impl Before {
+    /// The position of a stored message: the next page is what is older.
+    pub fn message(m: &StoredMessage) -> Before {
+        Before {
+            time: m.time,
+            seq: Some(m.seq),
+        }
+    }
+}
+
 /// What a query found: the newest matches, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueryResult {
@@ -521,11 +545,23 @@ impl Store {
     /// narrows is [`Store::plan`]'s choice; a topic filter SQL cannot say
     /// exactly is checked on each row as the rows stream in newest first.
     pub fn query(&self, q: &Query) -> Result<QueryResult, HistoryError> {
+        self.run(q, None)
+    }
+
+    /// Runs a query over the messages older than `before` (the console's
+    /// paging back): the newest `limit` of them, returned oldest first.
+    /// Paging with [`Before::message`] of each page's oldest message
+    /// visits every match once, also when many share a millisecond.
+    pub fn query_before(&self, q: &Query, before: Before) -> Result<QueryResult, HistoryError> {
+        self.run(q, Some(before))
+    }
+
+    fn run(&self, q: &Query, before: Option<Before>) -> Result<QueryResult, HistoryError> {
         let err = |e| sqlite(&self.path, e);
         // One snapshot for both steps, so that retention running in
         // between cannot take a found message away.
         let snapshot = self.conn.unchecked_transaction().map_err(err)?;
-        let plan = self.plan(q)?;
+        let plan = self.plan(q, before)?;
         let mut seqs = Vec::new();
         let mut truncated = false;
         {
@@ -588,9 +624,9 @@ impl Store {
     ///   literal start of the topic filter), newest first. When the text or
     ///   the topics are common this finds `limit` matches within a few
     ///   thousand rows, sooner than reading every candidate would.
-    fn plan(&self, q: &Query) -> Result<Plan, HistoryError> {
+    fn plan(&self, q: &Query, before: Option<Before>) -> Result<Plan, HistoryError> {
         if !self.indexed {
-            return Ok(Plan::new(q, None, TopicPick::Unknown));
+            return Ok(Plan::new(q, before, None, TopicPick::Unknown));
         }
         let mut total = None;
         let mut approx_total = || -> Result<f64, HistoryError> {
@@ -609,7 +645,7 @@ impl Store {
         if let Some(text) = &q.grep {
             rows = self.grep_candidates(text, q.limit, &mut approx_total)?;
         }
-        Ok(Plan::new(q, rows, topics))
+        Ok(Plan::new(q, before, rows, topics))
     }
 
     /// About how many messages are stored, at the cost of two index
@@ -851,9 +887,10 @@ struct Plan {
 }
 
 impl Plan {
-    /// `rows`: the only rows that can match (from the text index);
-    /// `topics`: what the topic list said.
-    fn new(q: &Query, rows: Option<Vec<i64>>, topics: TopicPick) -> Plan {
+    /// `before`: where the page ends (paging back); `rows`: the only rows
+    /// that can match (from the text index); `topics`: what the topic list
+    /// said.
+    fn new(q: &Query, before: Option<Before>, rows: Option<Vec<i64>>, topics: TopicPick) -> Plan {
         use rusqlite::types::Value;
         let mut clauses: Vec<String> = Vec::new();
         let mut params: Vec<Value> = Vec::new();
@@ -893,6 +930,18 @@ impl Plan {
         if let Some(t) = q.until {
             let p = param(&mut params, Value::Integer(t.timestamp_millis()));
             clauses.push(format!("time < {p}"));
+        }
+        if let Some(before) = before {
+            let t = param(&mut params, Value::Integer(before.time.timestamp_millis()));
+            // `time <= t` alone leads, so the time index (or the topic's)
+            // still answers it as a range.
+            match before.seq {
+                Some(seq) => {
+                    let s = param(&mut params, Value::Integer(seq));
+                    clauses.push(format!("time <= {t} AND (time < {t} OR seq < {s})"));
+                }
+                None => clauses.push(format!("time <= {t}")),
+            }
         }
         if let Some(s) = q.min_severity {
             let p = param(&mut params, Value::Integer(severity_code(s)));
@@ -1303,6 +1352,103 @@ mod tests {
         assert_eq!(limited.messages[0].payload, vec![3, 0xff]);
     }
 
+    /// Regression guard of the console's paging back (issue 12): pages
+    /// older than a position, each from the oldest of the page before,
+    /// visit every match exactly once, in order, also when many messages
+    /// share a millisecond and whatever plan the query takes.
+    #[test]
+    fn paging_back_visits_every_match_once() {
+        let (_dir, mut s) = store();
+        let rows: Vec<_> = (0..40)
+            .map(|i| {
+                let mut m = message(
+                    i,
+                    if i % 3 == 0 {
+                        "signalbox/prod/git/kernel/commit"
+                    } else {
+                        "signalbox/prod/koji/build/bash/complete"
+                    },
+                    None,
+                    &format!("event {i} kernel"),
+                );
+                // Four messages per millisecond.
+                m.time = millis(1_700_000_000_000 + i / 4);
+                m
+            })
+            .collect();
+        s.insert(&rows).unwrap();
+        for (filter, grep) in [
+            (None, None),
+            (Some("signalbox/+/git/#"), None),
+            (Some("signalbox/prod/koji/#"), None),
+            (None, Some("kernel")),
+        ] {
+            let q = Query {
+                topic: filter.map(str::to_string),
+                grep: grep.map(str::to_string),
+                limit: 3,
+                ..Default::default()
+            };
+            let all = s
+                .query(&Query {
+                    limit: 1000,
+                    ..q.clone()
+                })
+                .unwrap();
+            // The first page: older than a message of another source at
+            // the newest millisecond (its own copy included).
+            let mut before = Before {
+                time: millis(1_700_000_000_009),
+                seq: None,
+            };
+            let mut paged: Vec<StoredMessage> = Vec::new();
+            loop {
+                let page = s.query_before(&q, before).unwrap();
+                let Some(oldest) = page.messages.first() else {
+                    break;
+                };
+                before = Before::message(oldest);
+                let more = page.truncated;
+                paged.splice(0..0, page.messages);
+                if !more {
+                    break;
+                }
+            }
+            assert_eq!(
+                ids(&QueryResult {
+                    messages: paged,
+                    truncated: false
+                }),
+                ids(&all),
+                "{filter:?} {grep:?}"
+            );
+        }
+        // At a millisecond boundary: `seq: None` keeps the whole millisecond.
+        let q = Query {
+            limit: 100,
+            ..Default::default()
+        };
+        let at_ms = Before {
+            time: millis(1_700_000_000_001),
+            seq: None,
+        };
+        assert_eq!(s.query_before(&q, at_ms).unwrap().messages.len(), 8);
+        // The page is read from the time index, not by sorting the table.
+        let plan = s.plan(&q, Some(at_ms)).unwrap();
+        let mut stmt = s
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", plan.sql))
+            .unwrap();
+        let details: Vec<String> = stmt
+            .query_map(params_from_iter(plan.params.iter()), |r| r.get(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let details = details.join("; ");
+        assert!(details.contains("messages_time"), "{details}");
+        assert!(!details.contains("TEMP B-TREE"), "{details}");
+    }
+
     #[test]
     fn prune_removes_only_old_messages() {
         let (_dir, mut s) = store();
@@ -1355,7 +1501,7 @@ mod tests {
 
     /// The SQL of a query's first step, and SQLite's plan for it.
     fn explain(s: &Store, q: &Query) -> String {
-        let plan = s.plan(q).unwrap();
+        let plan = s.plan(q, None).unwrap();
         let mut stmt = s
             .conn
             .prepare(&format!("EXPLAIN QUERY PLAN {}", plan.sql))
@@ -1403,7 +1549,7 @@ mod tests {
         let plan = explain(&s, &common_topic);
         assert!(!plan.contains("messages_topic (topic=?"), "{plan}");
         assert!(plan.contains("messages_time"), "newest first: {plan}");
-        assert!(s.plan(&common_topic).unwrap().exact_filter.is_some());
+        assert!(s.plan(&common_topic, None).unwrap().exact_filter.is_some());
         let rare_text = Query {
             grep: Some("pkg17".into()),
             limit: 100,

@@ -15,8 +15,12 @@
 //! evicts the oldest first); topics, listeners, failure records and rate
 //! series are capped by count, with an "N more" note beyond. Payloads were
 //! already cut to [`crate::event::PAYLOAD_CAP`] before decoding.
+//!
+//! The Stream view can page back into the recorder's database: see
+//! [`history`] (its rows count against the stream's caps).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, FixedOffset, Utc};
@@ -30,6 +34,7 @@ use signalbox_common::topic;
 use crate::event::{Event, Incoming, Meaning, Outcome};
 use crate::keys::{Action, KeyMap, Scope};
 use fields::FieldSeries;
+pub use history::{stream_order, HistoryRequest, StreamHistory};
 pub use mouse::{Hits, ListHits, RowKey};
 
 /// How much the console keeps. Every collection in [`App`] is capped by one
@@ -244,6 +249,9 @@ pub enum Effect {
     },
     /// Switch to a theme (`:theme NAME`).
     Theme(String),
+    /// Read a page of older messages from the history database (on a
+    /// worker thread; the answer comes back as `Event::History`).
+    LoadHistory(HistoryRequest),
 }
 
 /// An overlay that takes the keyboard.
@@ -797,6 +805,9 @@ pub struct Settings {
     pub now: DateTime<Utc>,
     /// The time zone times are shown in.
     pub offset: FixedOffset,
+    /// The history database the Stream view pages back into, or why there
+    /// is none (one line telling how to configure one).
+    pub history_db: Result<PathBuf, String>,
 }
 
 /// The whole state of the console.
@@ -837,6 +848,9 @@ pub struct App {
     pub stream_bytes: usize,
     /// The stream view's state.
     pub stream_state: StreamState,
+    /// Older messages the stream read from the history database, shown
+    /// above the ring (bounded with it).
+    pub history: StreamHistory,
     /// All messages per second.
     pub rate: Rate,
     /// Per system (second topic level after the prefix), bounded.
@@ -952,6 +966,7 @@ impl App {
             stream: VecDeque::new(),
             stream_bytes: 0,
             stream_state: StreamState::default(),
+            history: StreamHistory::new(settings.history_db),
             rate: Rate::default(),
             system_rates: HashMap::new(),
             topics: Topics::default(),
@@ -987,14 +1002,15 @@ impl App {
         }
     }
 
-    /// The stream as shown: the paused snapshot or the ring, filtered (and
-    /// only errors when showing problems), oldest first.
+    /// The stream as shown: the rows read from the history database, then
+    /// the paused snapshot or the ring, filtered (and only errors when
+    /// showing problems), oldest first.
     pub fn stream_rows(&self) -> Vec<&Arc<Msg>> {
-        let filter = &self.stream_state.filter;
-        let keep = |m: &&Arc<Msg>| filter.matches(m) && (!self.problems_only || m.is_problem());
+        let keep = |m: &&Arc<Msg>| self.shows(m);
+        let older = self.history.rows.iter().filter(keep);
         match &self.stream_state.paused {
-            Some(p) => p.snapshot.iter().filter(keep).collect(),
-            None => self.stream.iter().filter(keep).collect(),
+            Some(p) => older.chain(p.snapshot.iter().filter(keep)).collect(),
+            None => older.chain(self.stream.iter().filter(keep)).collect(),
         }
     }
 
@@ -1117,6 +1133,10 @@ pub fn update(app: &mut App, event: Event) {
             app.set_status(if ok { Tone::Ok } else { Tone::Error }, text);
             app.dirty = true;
         }
+        Event::History(page) => {
+            history::on_page(app, page);
+            app.dirty = true;
+        }
     }
 }
 
@@ -1174,15 +1194,12 @@ fn ingest(app: &mut App, m: Incoming) {
     if let Some(p) = &mut app.stream_state.paused {
         p.arrived += 1;
     }
+    if !app.history.is_empty() {
+        history::forget_live_duplicate(app, &msg);
+    }
     app.stream_bytes += msg.cost;
     app.stream.push_back(msg);
-    while app.stream.len() > app.limits.stream_len
-        || (app.stream_bytes > app.limits.stream_bytes && app.stream.len() > 1)
-    {
-        if let Some(old) = app.stream.pop_front() {
-            app.stream_bytes -= old.cost;
-        }
-    }
+    history::trim(app);
 }
 
 fn on_health(
@@ -1434,6 +1451,10 @@ fn edit_line(text: &mut String, key: KeyEvent) {
 }
 
 fn set_filter(app: &mut App, filter: Filter) {
+    if filter != app.stream_state.filter {
+        // The rows read for the old filter are not those of the new one.
+        app.history.reset();
+    }
     app.stream_state.filter = filter;
     app.stream_state.selected = None;
 }
@@ -1509,6 +1530,7 @@ fn apply(app: &mut App, action: Action) {
             app.problems_only = !app.problems_only;
             app.listener_selected = 0;
             app.stream_state.selected = None;
+            app.history.reset();
             let text = if app.problems_only {
                 "showing only problems (f: show all)"
             } else {
@@ -1543,6 +1565,7 @@ fn apply(app: &mut App, action: Action) {
         Action::Delete => delete_retained(app),
         Action::NextField | Action::PrevField => cycle_field(app, action == Action::NextField),
         Action::Export => export(app),
+        Action::History => history::request_older(app, true),
     }
 }
 
@@ -1588,13 +1611,19 @@ fn move_selection(app: &mut App, action: Action) {
                 return;
             }
             let current = match app.stream_state.selected {
-                Some(seq) => rows
-                    .iter()
-                    .position(|m| m.seq >= seq)
-                    .unwrap_or(rows.len() - 1),
+                Some(seq) => stream_index(&rows, seq),
                 // Following: the newest row is where selection starts.
                 None => rows.len() - 1,
             };
+            // Past the oldest row: read older messages from the history
+            // database (the selection stays; they appear above it).
+            if app.stream_state.selected.is_some()
+                && current == 0
+                && matches!(action, Action::Up | Action::PageUp | Action::Top)
+            {
+                history::request_older(app, false);
+                return;
+            }
             let next = if app.stream_state.selected.is_none() && action == Action::Up {
                 current
             } else {
@@ -1633,6 +1662,14 @@ fn move_selection(app: &mut App, action: Action) {
             app.failed_selected = step(app.failed_selected, len, action, page);
         }
     }
+}
+
+/// The index in `rows` (stream rows, oldest first) of the message `seq`,
+/// or of the next newer one when it is gone (evicted, filtered out).
+pub fn stream_index(rows: &[&Arc<Msg>], seq: u64) -> usize {
+    rows.iter()
+        .position(|m| stream_order(m.seq) >= stream_order(seq))
+        .unwrap_or(rows.len().saturating_sub(1))
 }
 
 /// The selected stream message (the newest when following).
@@ -1906,12 +1943,20 @@ fn export_msg(m: &Msg) -> (String, Vec<u8>) {
         Payload::Text(t) => ("txt", t.clone().into_bytes()),
         Payload::Binary(b) => ("bin", b.clone()),
     };
-    (format!("signalbox-message-{}.{ext}", m.seq), bytes)
+    let name = match m.payload.envelope() {
+        // History rows are numbered from the top of the range: their id
+        // names them better.
+        Some(e) if m.is_from_history() => e.id.to_string(),
+        _ if m.is_from_history() => format!("history-{}", u64::MAX - m.seq),
+        _ => m.seq.to_string(),
+    };
+    (format!("signalbox-message-{name}.{ext}"), bytes)
 }
 
 pub mod fields;
 #[cfg(test)]
 pub mod fixtures;
+pub mod history;
 mod mouse;
 #[cfg(test)]
 mod tests;

@@ -7,6 +7,10 @@
 //! theme), and redraws only when something changed, at most every
 //! [`FRAME`], with a one-second tick for ages and rates. Input is polled
 //! before messages, so a firehose never delays a key by more than a frame.
+//! Pages of older messages for the Stream view are read from the history
+//! database (the one `signalbox history` reads: `db` in the config file's
+//! `[history]` table, else `STATE_DIR/history.db`) on a worker thread
+//! (`ingest::history`) and come back as events too.
 //!
 //! The terminal is restored on every exit path: `ratatui::init` installs a
 //! panic hook, and errors pass through the same restore.
@@ -43,6 +47,8 @@ const TICK: Duration = Duration::from_secs(1);
 const DRAIN: Duration = Duration::from_millis(10);
 /// Terminal events waiting for the loop.
 const INPUT_CAP: usize = 256;
+/// Pages of history waiting for the loop (the app asks for one at a time).
+const HISTORY_CAP: usize = 4;
 
 /// Runs the console until the operator quits. `theme` is the `--theme`
 /// flag (a bundled name or a file), which wins over `SIGNALBOX_THEME` and
@@ -124,6 +130,12 @@ pub fn run(config: &Config, embedded: bool, theme: Option<&str>) -> CliResult {
         keys,
         now: Utc::now(),
         offset: Local::now().offset().fix(),
+        // The same resolution as `signalbox history`; whether the file
+        // exists is asked at each page, so a recorder started after the
+        // console is found.
+        history_db: signalbox_bridges::history::settings(config)
+            .map(|h| h.db)
+            .map_err(|e| format!("no history database: {e}")),
     };
     runtime.block_on(console(settings, options, identity, theme))
 }
@@ -162,7 +174,12 @@ async fn console(
     let size = terminal.size().unwrap_or_default();
     let mut app = App::new(settings);
     update(&mut app, Event::Resize(size.width, size.height));
-    let result = event_loop(&mut terminal, &mut app, theme, &ingest, events_rx, input_rx).await;
+    let channels = Channels {
+        events: events_rx,
+        input: input_rx,
+        history: mpsc::channel(HISTORY_CAP),
+    };
+    let result = event_loop(&mut terminal, &mut app, theme, &ingest, channels).await;
     let _ = crossterm::execute!(std::io::stdout(), DisableMouseCapture);
     ratatui::restore();
     stop.store(true, Ordering::Relaxed);
@@ -172,14 +189,29 @@ async fn console(
         .map_err(CliError::failure)
 }
 
+/// What feeds the loop.
+struct Channels {
+    /// From the ingest task: messages, connection states, outcomes.
+    events: mpsc::Receiver<Event>,
+    /// From the terminal-input thread.
+    input: mpsc::Receiver<Event>,
+    /// Pages read from the history database, and where the workers send
+    /// them.
+    history: (mpsc::Sender<Event>, mpsc::Receiver<Event>),
+}
+
 async fn event_loop(
     terminal: &mut ratatui::DefaultTerminal,
     app: &mut App,
     mut theme: Theme,
     ingest: &ingest::Ingest,
-    mut events: mpsc::Receiver<Event>,
-    mut input: mpsc::Receiver<Event>,
+    channels: Channels,
 ) -> anyhow::Result<()> {
+    let Channels {
+        mut events,
+        mut input,
+        history: (history_tx, mut history_rx),
+    } = channels;
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_draw = Instant::now() - FRAME;
@@ -199,6 +231,8 @@ async fn event_loop(
                 None => return Err(anyhow!("the terminal input stopped")),
             },
             _ = tick.tick() => update(app, Event::Tick(Utc::now())),
+            // The loop holds a sender: this channel never closes.
+            Some(page) = history_rx.recv() => update(app, page),
             _ = tokio::time::sleep_until(next_frame), if app.dirty => {}
             event = events.recv(), if ingest_open => match event {
                 Some(event) => update(app, event),
@@ -222,6 +256,10 @@ async fn event_loop(
             }
         }
         for effect in app.take_effects() {
+            if let Effect::LoadHistory(request) = effect {
+                ingest::history::spawn(request, history_tx.clone());
+                continue;
+            }
             if let Some(outcome) = carry_out(effect, ingest, &mut theme) {
                 update(app, Event::Outcome(outcome));
             }

@@ -8,7 +8,8 @@
 //! (`Key, Mouse, Resize, Tick, Mqtt, Status`) there is [`Event::Outcome`]: the
 //! result of a publish the operator asked for (ack, replay, delete…) comes
 //! back here too, so it shows without a refresh key and `update` stays the
-//! only place that changes the model.
+//! only place that changes the model; so do the pages of older messages the
+//! Stream view reads from the history database ([`Event::History`]).
 
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyEvent, MouseEvent};
@@ -42,6 +43,31 @@ pub enum Event {
     Status(ConnState),
     /// An operator action finished (or failed).
     Outcome(Outcome),
+    /// A page of older messages read from the history database (the
+    /// answer to `Effect::LoadHistory`, from the console's worker thread).
+    History(HistoryPage),
+}
+
+/// The answer to one request for older messages.
+#[derive(Debug)]
+pub struct HistoryPage {
+    /// The request's generation (an answer to an outdated one is dropped).
+    pub generation: u64,
+    /// The messages, or why the database could not be read (one line).
+    pub result: Result<OlderMessages, String>,
+}
+
+/// Messages read from the history database, decoded like received ones.
+#[derive(Debug, Default)]
+pub struct OlderMessages {
+    /// The messages, oldest first; `at` is the stored time (the
+    /// envelope's, else when the recorder received it).
+    pub rows: Vec<Incoming>,
+    /// Whether the database holds older matches still.
+    pub more: bool,
+    /// Where the next page ends: the position of the oldest row returned
+    /// (also when the console leaves that row out as shown already).
+    pub next: Option<signalbox_bridges::history::Before>,
 }
 
 /// Messages received together, in arrival order.

@@ -226,7 +226,7 @@ async fn execute(publisher: Publisher, id: Identity, effect: Effect, events: mps
             })
         }
         // Carried out by the console loop itself.
-        Effect::Export { .. } | Effect::Theme(_) => None,
+        Effect::Export { .. } | Effect::Theme(_) | Effect::LoadHistory(_) => None,
     };
     if let Some(outcome) = outcome {
         let _ = events.send(Event::Outcome(outcome)).await;
@@ -353,5 +353,6 @@ async fn delete(publisher: &Publisher, id: &Identity, topics: &[String]) -> Outc
     }
 }
 
+pub mod history;
 #[cfg(test)]
 mod tests;

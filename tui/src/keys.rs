@@ -89,6 +89,9 @@ pub enum Action {
     NextField,
     /// Plot the previous numeric field of the selected topic.
     PrevField,
+    /// Read older messages from the history database into the stream
+    /// (scrolling up past the oldest row does it too).
+    History,
 }
 
 impl Action {
@@ -122,6 +125,7 @@ impl Action {
             Action::Export => "export".into(),
             Action::NextField => "next_field".into(),
             Action::PrevField => "prev_field".into(),
+            Action::History => "history".into(),
         }
     }
 }
@@ -379,6 +383,13 @@ const DEFAULTS: &[DefaultBinding] = &[
         &["e"],
         None,
         "export payload",
+    ),
+    (
+        Scope::Stream,
+        Action::History,
+        &["H"],
+        Some("older"),
+        "older messages from the history db (also ↑ on the oldest row)",
     ),
     (
         Scope::Topics,

@@ -34,8 +34,13 @@ pub fn app_with(limits: Limits) -> App {
         keys: KeyMap::default(),
         now: t0(),
         offset: FixedOffset::east_opt(0).expect("offset"),
+        history_db: Err(NO_HISTORY_DB.into()),
     })
 }
+
+/// Why the test console has no history database.
+pub const NO_HISTORY_DB: &str =
+    "no history database: set `db` in the config file's [history] table";
 
 /// A console with the default limits.
 pub fn app() -> App {
@@ -302,4 +307,45 @@ pub fn realistic() -> App {
     );
     update(&mut app, Event::Tick(at(20)));
     app
+}
+
+/// The history request the last key asked for (taken from the effects);
+/// panics when there is none.
+pub fn history_request(app: &mut App) -> super::HistoryRequest {
+    let mut found = None;
+    for effect in app.take_effects() {
+        if let super::Effect::LoadHistory(request) = effect {
+            found = Some(request);
+        }
+    }
+    found.expect("a history request")
+}
+
+/// Answers `request` with `rows` (topic, payload, seconds after t0; oldest
+/// first), as the worker would: `more` says whether older ones exist, and
+/// the next page ends at the first row (database position `db_seq`).
+pub fn answer(
+    app: &mut App,
+    request: &super::HistoryRequest,
+    rows: &[(&str, Vec<u8>, i64)],
+    more: bool,
+    db_seq: i64,
+) {
+    let next = rows
+        .first()
+        .map(|(_, _, secs)| signalbox_bridges::history::Before {
+            time: at(*secs),
+            seq: Some(db_seq),
+        });
+    let rows = rows
+        .iter()
+        .map(|(topic, payload, secs)| incoming(topic, payload, false, *secs))
+        .collect();
+    update(
+        app,
+        Event::History(crate::event::HistoryPage {
+            generation: request.generation,
+            result: Ok(crate::event::OlderMessages { rows, more, next }),
+        }),
+    );
 }

@@ -23,6 +23,9 @@ const WHEEL_ROWS: usize = 3;
 pub enum RowKey {
     /// A stream message, by arrival number.
     Stream(u64),
+    /// A line between rows that selects nothing (the stream's separator
+    /// between history and live messages).
+    Separator,
     /// A node of the topic tree, by its full path.
     Topic(String),
     /// A listener, by name.
@@ -126,6 +129,7 @@ fn click(app: &mut App, column: u16, row: u16) {
 /// Selects the row showing `key`; true when it was selected already.
 fn select(app: &mut App, key: RowKey) -> bool {
     match key {
+        RowKey::Separator => false,
         RowKey::Stream(seq) => {
             let again = app.stream_state.selected == Some(seq);
             app.stream_state.selected = Some(seq);

@@ -35,6 +35,12 @@ pub fn draw(frame: &mut Frame, area: Rect, app: &App, detail: &Detail, theme: &T
             theme.fg(theme.retained_fg, true),
         ));
     }
+    if msg.is_from_history() {
+        facts.push(Span::styled(
+            " · from the history database",
+            theme.fg(theme.accent_fg, false),
+        ));
+    }
     if let Some(verdict) = &msg.signature {
         let colour = if verdict.is_valid() {
             theme.accent_fg

@@ -6,8 +6,10 @@ use crossterm::event::KeyCode;
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 
-use crate::app::fixtures::{envelope_with_body, feed, press, realistic, type_text};
-use crate::app::App;
+use crate::app::fixtures::{
+    answer, envelope, envelope_with_body, feed, history_request, press, realistic, type_text,
+};
+use crate::app::{App, StreamHistory};
 use crate::theme::Theme;
 
 /// Renders `app` at `w`×`h` with the default theme.
@@ -44,6 +46,87 @@ fn stream_following_and_selected() {
     press(&mut app, KeyCode::Up);
     press(&mut app, KeyCode::Char('p'));
     snapshot("stream_paused_selected", &app);
+}
+
+#[test]
+fn stream_with_rows_from_the_history_database() {
+    use signalbox_common::envelope::Severity;
+    let mut app = realistic();
+    app.history = StreamHistory::new(Ok("/var/lib/signalbox/history.db".into()));
+    press(&mut app, KeyCode::Char('2'));
+    press(&mut app, KeyCode::Char('H'));
+    let request = history_request(&mut app);
+    let commit = "signalbox/dev/git/kernel/commit";
+    let build = "signalbox/dev/koji/build/complete";
+    // Last night's messages, and the recorder's copy of one the console
+    // holds (left out).
+    let rows = [
+        (
+            commit,
+            envelope(
+                commit,
+                "skvidal pushed to yum (f13)",
+                Severity::Info,
+                201,
+                -86_000,
+            ),
+            -86_000,
+        ),
+        (
+            build,
+            envelope(
+                build,
+                "yum-3.2.28-1.fc13 FAILED",
+                Severity::Error,
+                202,
+                -85_990,
+            ),
+            -85_990,
+        ),
+        (
+            "signalbox/dev/app/log/line",
+            b"door closed".to_vec(),
+            -3_600,
+        ),
+        (
+            commit,
+            envelope(
+                commit,
+                "jkeating pushed to kernel (f14)",
+                Severity::Warning,
+                203,
+                -60,
+            ),
+            -60,
+        ),
+        (
+            commit,
+            envelope(
+                commit,
+                "jkeating pushed to kernel (f14): \"fix oops in ext4\"",
+                Severity::Info,
+                1,
+                1,
+            ),
+            1,
+        ),
+    ];
+    answer(&mut app, &request, &rows, true, 1);
+    assert_eq!(app.history.rows.len(), 4);
+    // The first history row selected: the rows above the separator.
+    press(&mut app, KeyCode::Home);
+    snapshot("stream_history", &app);
+    press(&mut app, KeyCode::Down);
+    press(&mut app, KeyCode::Enter);
+    snapshot("detail_history", &app);
+    press(&mut app, KeyCode::Esc);
+    // Messages in between evicted (memory bounds): the separator says so.
+    app.history.gap = true;
+    let screen = crate::app::fixtures::draw(&mut app, 160, 48).join("\n");
+    assert!(
+        screen.contains("messages in between no longer kept · live ▼"),
+        "{screen}"
+    );
 }
 
 #[test]
