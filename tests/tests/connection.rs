@@ -308,3 +308,94 @@ async fn manual_acks_go_out_in_receipt_order() {
     .await;
     assert!(dropped.is_err(), "the broker kept the connection");
 }
+
+/// Failover in use: with two brokers listed, a connection on the first
+/// moves to the second when the first is killed (SIGKILL), within the
+/// capped backoff; it renews its subscriptions there and sends its re-send
+/// window (the publishes the first confirmed just before it died) to the
+/// second, in order. Two independent mosquittos share no state, so this
+/// checks the client's behaviour; tests/tests/rabbit_cluster.rs checks
+/// persistence across a failover inside one cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_lost_in_use_moves_the_connection_to_the_next_with_its_resend_window() {
+    const TEST: &str =
+        "a_broker_lost_in_use_moves_the_connection_to_the_next_with_its_resend_window";
+    let Some(mut first) = mosquitto(TEST) else {
+        return;
+    };
+    let Some(second) = mosquitto(TEST) else {
+        return;
+    };
+    let mut o = ConnectOptions::for_url(&first.url(), "mover").expect("url");
+    o.brokers
+        .push(signalbox_common::mqtt::BrokerUrl::parse(&second.url()).expect("url"));
+    let mut conn = Connection::connect(o).await.expect("connects");
+    assert_eq!(
+        conn.publisher().state(),
+        ConnState::Connected {
+            broker: first.url()
+        },
+        "the first broker listed is used first"
+    );
+    conn.subscribe(&[("mv/#".into(), Qos::AtLeastOnce)], WAIT)
+        .await
+        .expect("sub");
+    let mut watcher = connect(&second.url(), "mv-watch", Protocol::V311).await;
+    watcher
+        .subscribe(&[("mv/#".into(), Qos::AtLeastOnce)], WAIT)
+        .await
+        .expect("sub");
+    for i in 0..3 {
+        conn.publish_confirmed(
+            Publish::new("mv/before", format!("b{i}"), Qos::AtLeastOnce, false),
+            WAIT,
+        )
+        .await
+        .expect("confirmed by the first broker");
+        assert_eq!(
+            &recv(&mut conn).await.payload[..],
+            format!("b{i}").as_bytes()
+        );
+    }
+    let mut state = conn.state_watch();
+    first.stop(false);
+    let killed = std::time::Instant::now();
+    let second_url = second.url();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        state.wait_for(|s| matches!(s, ConnState::Connected { broker } if *broker == second_url)),
+    )
+    .await
+    .expect("connected to the second broker within 5 s")
+    .expect("state");
+    eprintln!(
+        "failover to the second broker {:?} after the first was killed",
+        killed.elapsed()
+    );
+    // The re-send window went to the new broker, in order.
+    for i in 0..3 {
+        assert_eq!(
+            &recv(&mut watcher).await.payload[..],
+            format!("b{i}").as_bytes(),
+            "re-sent to the second broker"
+        );
+    }
+    // The subscription was renewed there (the renewal may still be on its
+    // way: publish until it lands; repeats of the window may come first).
+    let mut renewed = false;
+    'outer: for _ in 0..50 {
+        watcher
+            .publish_confirmed(Publish::new("mv/after", "a", Qos::AtLeastOnce, false), WAIT)
+            .await
+            .expect("confirmed");
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(200), conn.recv()).await
+        {
+            if m.topic == "mv/after" {
+                renewed = true;
+                break 'outer;
+            }
+        }
+    }
+    assert!(renewed, "the subscription was renewed on the second broker");
+    conn.disconnect().await;
+}
