@@ -510,6 +510,16 @@ pub fn matches(filter: &str, topic: &str) -> bool {
     topic_levels.next().is_none()
 }
 
+/// Whether the broker changed the topic a message was published to in
+/// the way RabbitMQ's MQTT plugin does: it maps `/` to AMQP's `.` and back,
+/// so a `.` inside a level (`pkg/v1.2`) arrives as a level separator
+/// (`pkg/v1/2`). `sent` is the topic the envelope names, `received` the
+/// one the message came on. Other differences (a replay to another prefix,
+/// a message republished elsewhere) are not this.
+pub fn dots_rewritten(sent: &str, received: &str) -> bool {
+    sent != received && sent.contains('.') && sent.replace('.', "/") == received
+}
+
 #[cfg(test)]
 mod tests {
 
@@ -536,6 +546,18 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn dots_turned_into_levels_are_recognised() {
+        assert!(dots_rewritten(
+            "signalbox/dev/git/pkg/v1.2/build",
+            "signalbox/dev/git/pkg/v1/2/build"
+        ));
+        assert!(!dots_rewritten("a/b.c", "a/b.c"));
+        assert!(!dots_rewritten("a/b", "a/b"));
+        assert!(!dots_rewritten("a/b.c", "replayed/a/b.c"));
+        assert!(!dots_rewritten("a/b.c", "a/b/d"));
+    }
     use proptest::prelude::*;
 
     // ---- sanitize_segment ----

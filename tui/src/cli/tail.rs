@@ -15,6 +15,7 @@ use clap::Args;
 use signalbox_common::config::Config;
 use signalbox_common::envelope::{Payload, Severity};
 use signalbox_common::mqtt::{Message, Qos};
+use signalbox_common::topic;
 
 use super::{CliError, CliResult};
 
@@ -83,6 +84,7 @@ pub async fn run(config: &Config, args: TailArgs) -> CliResult {
     let printer = Printer {
         json: args.json,
         colour,
+        dots_noted: std::cell::Cell::new(false),
     };
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     let mut seen: u64 = 0;
@@ -133,11 +135,21 @@ pub async fn run(config: &Config, args: TailArgs) -> CliResult {
 struct Printer {
     json: bool,
     colour: bool,
+    /// The broker's rewrite of '.' in topic levels was reported.
+    dots_noted: std::cell::Cell<bool>,
 }
 
 impl Printer {
     fn format(&self, message: &Message, out: &mut Vec<u8>) {
         let payload = Payload::decode(&message.payload);
+        if let Some(e) = payload.envelope() {
+            if topic::dots_rewritten(&e.topic, &message.topic) && !self.dots_noted.replace(true) {
+                eprintln!(
+                    "note: broker turned '.' in topic levels into '/': {} arrived as {} (RabbitMQ's MQTT plugin does this); filters with + may not match such topics",
+                    e.topic, message.topic
+                );
+            }
+        }
         if self.json {
             self.format_json(message, payload, out);
         } else {
