@@ -170,6 +170,26 @@ fn json_nesting(value: &serde_json::Value) -> usize {
     deepest
 }
 
+/// Why a failure index could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid failure index: {reason}")]
+pub struct IndexError {
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// The ids a failure index lists (the retained JSON array of a listener's
+/// open record ids on `{prefix}/_failed/{listener}`, PROTOCOL.md 8.1).
+/// An empty payload, the index deleted, lists none. Never panics.
+pub fn parse_index(bytes: &[u8]) -> Result<Vec<String>, IndexError> {
+    if bytes.is_empty() {
+        return Ok(Vec::new());
+    }
+    serde_json::from_slice(bytes).map_err(|e| IndexError {
+        reason: escape_controls(&e.to_string()),
+    })
+}
+
 /// A request on `_replay/{listener}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayRequest {
@@ -276,6 +296,19 @@ mod tests {
         DateTime::parse_from_rfc3339("2026-11-24T19:03:02.410Z")
             .map(|t| t.with_timezone(&Utc))
             .expect("time")
+    }
+
+    #[test]
+    fn an_index_lists_ids_and_an_empty_one_none() {
+        assert_eq!(
+            parse_index(br#"["01a2","01a3"]"#).expect("parses"),
+            vec!["01a2".to_string(), "01a3".to_string()]
+        );
+        assert!(parse_index(b"").expect("deleted index").is_empty());
+        for bad in [&b"{}"[..], b"[1]", b"\xff", b"[\"a\""] {
+            let e = parse_index(bad).expect_err("invalid");
+            assert!(e.to_string().starts_with("invalid failure index"), "{e}");
+        }
     }
 
     #[test]

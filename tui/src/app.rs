@@ -91,6 +91,15 @@ pub const RATE_SECONDS: usize = 60;
 pub const DASHBOARD_EVENTS: usize = 50;
 /// How long a status-line message stays.
 const STATUS_SECONDS: i64 = 6;
+/// Exact topics per [`Effect::Subscribe`] (one SUBSCRIBE packet each), as
+/// `signalbox failed` reads them: thousands of record topics never go in
+/// one packet.
+pub const SUBSCRIBE_CHUNK: usize = 100;
+/// A failure index is acted on once it is this old: by then a broker that
+/// delivers retained messages to wildcard subscriptions has delivered the
+/// records it lists too, through `{prefix}/#` with the index, so they are
+/// not subscribed to and delivered a second time.
+pub const INDEX_SETTLE: Duration = Duration::seconds(1);
 
 /// One received message as the console keeps it (shared between the
 /// stream, the topic history and a paused snapshot).
@@ -213,8 +222,10 @@ impl View {
 pub enum Effect {
     /// Publish on `_ping`: every listener reports at once.
     Ping,
-    /// Subscribe to exact topics (the roster's `_health/{name}`: some
-    /// brokers deliver retained messages to exact subscriptions only).
+    /// Subscribe to exact topics (the roster's `_health/{name}` and
+    /// `_failed/{name}`, and the records an index lists: some brokers
+    /// deliver retained messages to exact subscriptions only). At most
+    /// [`SUBSCRIBE_CHUNK`] topics each.
     Subscribe(Vec<String>),
     /// Acknowledge records: an empty retained publish on each topic, and an
     /// `_audit` envelope.
@@ -872,6 +883,22 @@ pub struct App {
     pub roster: Vec<String>,
     /// `_health/{name}` topics subscribed exactly.
     pub health_subscribed: BTreeSet<String>,
+    /// Listeners whose failure index (`_failed/{name}`) is subscribed
+    /// exactly (the roster's and every listener seen; at most
+    /// [`Limits::listeners`]).
+    pub index_subscribed: BTreeSet<String>,
+    /// The last index of each listener not acted on yet, with its arrival
+    /// time (see [`INDEX_SETTLE`]); at most [`Limits::listeners`] entries
+    /// of at most [`Limits::failed`] ids.
+    pub indexes_pending: BTreeMap<String, (DateTime<Utc>, Vec<String>)>,
+    /// Record topics (`_failed/{name}/{id}`) subscribed exactly because an
+    /// index listed them: each once, at most [`Limits::failed`]. Kept after
+    /// the record goes (the subscription stays), so a stale index does not
+    /// subscribe again.
+    pub records_subscribed: BTreeSet<String>,
+    /// Exact topics to subscribe to, sent as [`Effect::Subscribe`] chunks
+    /// once the batch or tick that found them is applied.
+    subscribe_queue: Vec<String>,
     /// Failure records by (listener, id).
     pub failed: BTreeMap<(String, String), FailedEntry>,
     /// Index of the selected failure row.
@@ -977,6 +1004,10 @@ impl App {
             listeners_dropped: 0,
             roster: Vec::new(),
             health_subscribed: BTreeSet::new(),
+            index_subscribed: BTreeSet::new(),
+            indexes_pending: BTreeMap::new(),
+            records_subscribed: BTreeSet::new(),
+            subscribe_queue: Vec::new(),
             failed: BTreeMap::new(),
             failed_selected: 0,
             failed_dropped: 0,
@@ -1117,6 +1148,7 @@ pub fn update(app: &mut App, event: Event) {
             for m in batch.messages {
                 ingest(app, m);
             }
+            flush_subscriptions(app);
             app.dirty = true;
         }
         Event::Status(state) => {
@@ -1148,6 +1180,10 @@ fn on_tick(app: &mut App, now: DateTime<Utc>) {
         rate.advance(second);
     }
     app.topics.prune(now, &app.limits);
+    if !app.indexes_pending.is_empty() {
+        read_indexed_records(app);
+        flush_subscriptions(app);
+    }
     if app
         .status
         .as_ref()
@@ -1187,6 +1223,7 @@ fn ingest(app: &mut App, m: Incoming) {
             id,
             record,
         } => on_failed(app, listener, id, record, &msg),
+        Meaning::FailedIndex { listener, ids } => on_failed_index(app, listener, ids, msg.at),
         Meaning::Roster(names) => on_roster(app, names),
         Meaning::ReplayOutcome(outcome) => on_replay_outcome(app, outcome),
     }
@@ -1224,6 +1261,7 @@ fn on_health(
         app.listeners_dropped += 1;
         return;
     }
+    watch_index(app, &listener);
     let entry = app
         .listeners
         .entry(listener.clone())
@@ -1245,6 +1283,7 @@ fn on_failed(
     msg: &Arc<Msg>,
 ) {
     let key = (listener.clone(), id.clone());
+    watch_index(app, &listener);
     let Some(record) = record else {
         if let Some(old) = app.failed.remove(&key) {
             let what = match old.pending {
@@ -1320,7 +1359,6 @@ fn on_roster(app: &mut App, names: Result<Vec<String>, String>) {
     for entry in app.listeners.values_mut() {
         entry.in_roster = names.contains(&entry.name);
     }
-    let mut subscribe = Vec::new();
     for name in names.iter().take(app.limits.listeners) {
         if !app.listeners.contains_key(name) && app.listeners.len() < app.limits.listeners {
             app.listeners.insert(
@@ -1336,15 +1374,101 @@ fn on_roster(app: &mut App, names: Result<Vec<String>, String>) {
         if app.health_subscribed.len() < app.limits.listeners
             && app.health_subscribed.insert(name.clone())
         {
-            subscribe.push(topic::health_topic(&app.prefix, name));
+            app.subscribe_queue
+                .push(topic::health_topic(&app.prefix, name));
         }
+        // A dead listener answers no ping: its records are found through
+        // its index.
+        watch_index(app, name);
     }
     app.listeners
         .retain(|_, l| l.in_roster || l.report.is_some());
     app.roster = names;
-    if !subscribe.is_empty() {
-        app.effects.push(Effect::Subscribe(subscribe));
+}
+
+/// Subscribes to `listener`'s failure index by its exact topic, once.
+fn watch_index(app: &mut App, listener: &str) {
+    if app.index_subscribed.len() < app.limits.listeners && !app.index_subscribed.contains(listener)
+    {
+        app.index_subscribed.insert(listener.to_string());
+        app.subscribe_queue
+            .push(topic::failed_index_topic(&app.prefix, listener));
     }
+}
+
+/// A listener's failure index: kept until it settles (the records it lists
+/// are then read by their exact topics, see [`read_indexed_records`]).
+fn on_failed_index(
+    app: &mut App,
+    listener: String,
+    ids: Result<Vec<String>, String>,
+    at: DateTime<Utc>,
+) {
+    let mut ids = match ids {
+        Ok(ids) => ids,
+        Err(e) => {
+            app.set_status(Tone::Error, format!("failure index of {listener}: {e}"));
+            return;
+        }
+    };
+    if !app.indexes_pending.contains_key(&listener)
+        && app.indexes_pending.len() >= app.limits.listeners
+    {
+        return;
+    }
+    ids.truncate(app.limits.failed);
+    app.indexes_pending.insert(listener, (at, ids));
+}
+
+/// Subscribes to the exact topic of each record that a settled index lists
+/// and the console does not hold: on a broker that does not deliver
+/// retained messages to wildcard subscriptions (RabbitMQ's MQTT plugin),
+/// this is how the records of a listener that answers no `_ping` (dead)
+/// are found. Each topic once, and no more than [`Limits::failed`].
+fn read_indexed_records(app: &mut App) {
+    let settled: Vec<String> = app
+        .indexes_pending
+        .iter()
+        .filter(|(_, (at, _))| app.now - *at >= INDEX_SETTLE)
+        .map(|(listener, _)| listener.clone())
+        .collect();
+    for listener in settled {
+        let Some((_, ids)) = app.indexes_pending.remove(&listener) else {
+            continue;
+        };
+        for id in ids {
+            if app.records_subscribed.len() >= app.limits.failed
+                || app.failed.len() >= app.limits.failed
+            {
+                // Beyond the caps: the rest is not tracked (settled indexes
+                // are still dropped, so none waits forever).
+                break;
+            }
+            // The record's topic level, as the listener wrote it.
+            let level = topic::sanitize_segment(&id);
+            let record = topic::failed_topic(&app.prefix, &listener, &id);
+            if app.failed.contains_key(&(listener.clone(), level))
+                || topic::validate_topic_name(&record).is_err()
+                || !app.records_subscribed.insert(record.clone())
+            {
+                continue;
+            }
+            app.subscribe_queue.push(record);
+        }
+    }
+}
+
+/// Hands the queued exact topics to the ingest task, in chunks.
+fn flush_subscriptions(app: &mut App) {
+    if app.subscribe_queue.is_empty() {
+        return;
+    }
+    let queued = std::mem::take(&mut app.subscribe_queue);
+    app.effects.extend(
+        queued
+            .chunks(SUBSCRIBE_CHUNK)
+            .map(|chunk| Effect::Subscribe(chunk.to_vec())),
+    );
 }
 
 fn on_key(app: &mut App, key: KeyEvent) {

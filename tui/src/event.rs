@@ -14,7 +14,7 @@
 use chrono::{DateTime, Utc};
 use crossterm::event::{KeyEvent, MouseEvent};
 use signalbox_common::envelope::Payload;
-use signalbox_common::failed::{FailureRecord, ReplayOutcome};
+use signalbox_common::failed::{self, FailureRecord, ReplayOutcome};
 use signalbox_common::health::HealthReport;
 use signalbox_common::mqtt::ConnState;
 use signalbox_common::topic::{self, Reserved};
@@ -23,6 +23,10 @@ use signalbox_common::topic::{self, Reserved};
 /// is shown with the full size): decoding and keeping a 100 MB payload would
 /// stall the console and break its memory bound.
 pub const PAYLOAD_CAP: usize = 256 * 1024;
+
+/// A failure index larger than this is not read (about 100,000 ids; the
+/// console tracks at most 10,000 records anyway).
+pub const INDEX_CAP: usize = 4 << 20;
 
 /// Everything that can change the console's model.
 #[derive(Debug)]
@@ -132,6 +136,15 @@ pub enum Meaning {
         /// The record.
         record: Option<Result<Box<FailureRecord>, String>>,
     },
+    /// `_failed/{listener}`: the listener's failure index, the ids of its
+    /// open records (none when the payload is empty), or why it is
+    /// unreadable. One level fewer than a record, so never a record.
+    FailedIndex {
+        /// The listener named by the topic.
+        listener: String,
+        /// The ids listed.
+        ids: Result<Vec<String>, String>,
+    },
     /// `_roster`: the listed names, or why the list is unreadable.
     Roster(Result<Vec<String>, String>),
     /// Another reserved topic (`_replay`, `_audit`, `_ping`).
@@ -154,51 +167,69 @@ impl Incoming {
         cap: usize,
     ) -> Incoming {
         let (payload, cut) = Payload::decode_capped(bytes, cap);
-        let meaning = match topic::classify(prefix, topic) {
-            None if !cut && topic.contains("/console/replies/") => {
-                serde_json::from_slice::<ReplayOutcome>(bytes)
-                    .map(Meaning::ReplayOutcome)
-                    .unwrap_or(Meaning::Plain)
+        // `_failed/{listener}` is no shape of `classify`: the index, one
+        // level above the records, is never taken for a record.
+        let meaning = if let Some(listener) = topic::failed_index_listener(prefix, topic) {
+            Meaning::FailedIndex {
+                listener,
+                ids: if bytes.len() > INDEX_CAP {
+                    Err(format!(
+                        "index of {} bytes is too large to read",
+                        bytes.len()
+                    ))
+                } else {
+                    // From the whole payload: an index of a few thousand
+                    // ids is larger than the display cap.
+                    failed::parse_index(bytes).map_err(|e| e.to_string())
+                },
             }
-            None => Meaning::Plain,
-            Some(Reserved::Health { listener }) => Meaning::Health {
-                listener,
-                report: (!bytes.is_empty()).then(|| {
-                    if cut {
-                        Err(format!(
-                            "report of {} bytes is too large to read",
-                            bytes.len()
-                        ))
-                    } else {
-                        HealthReport::from_slice(bytes)
-                            .map(Box::new)
-                            .map_err(|e| e.to_string())
-                    }
+        } else {
+            match topic::classify(prefix, topic) {
+                None if !cut && topic.contains("/console/replies/") => {
+                    serde_json::from_slice::<ReplayOutcome>(bytes)
+                        .map(Meaning::ReplayOutcome)
+                        .unwrap_or(Meaning::Plain)
+                }
+                None => Meaning::Plain,
+                Some(Reserved::Health { listener }) => Meaning::Health {
+                    listener,
+                    report: (!bytes.is_empty()).then(|| {
+                        if cut {
+                            Err(format!(
+                                "report of {} bytes is too large to read",
+                                bytes.len()
+                            ))
+                        } else {
+                            HealthReport::from_slice(bytes)
+                                .map(Box::new)
+                                .map_err(|e| e.to_string())
+                        }
+                    }),
+                },
+                Some(Reserved::Failed { listener, id }) => Meaning::Failed {
+                    listener,
+                    id,
+                    record: (!bytes.is_empty()).then(|| {
+                        if cut {
+                            Err(format!(
+                                "record of {} bytes is too large to read",
+                                bytes.len()
+                            ))
+                        } else {
+                            FailureRecord::from_slice(bytes)
+                                .map(Box::new)
+                                .map_err(|e| e.to_string())
+                        }
+                    }),
+                },
+                Some(Reserved::Roster) => Meaning::Roster(if bytes.is_empty() {
+                    Ok(Vec::new())
+                } else {
+                    serde_json::from_slice::<Vec<String>>(bytes)
+                        .map_err(|e| format!("invalid roster: {e}"))
                 }),
-            },
-            Some(Reserved::Failed { listener, id }) => Meaning::Failed {
-                listener,
-                id,
-                record: (!bytes.is_empty()).then(|| {
-                    if cut {
-                        Err(format!(
-                            "record of {} bytes is too large to read",
-                            bytes.len()
-                        ))
-                    } else {
-                        FailureRecord::from_slice(bytes)
-                            .map(Box::new)
-                            .map_err(|e| e.to_string())
-                    }
-                }),
-            },
-            Some(Reserved::Roster) => Meaning::Roster(if bytes.is_empty() {
-                Ok(Vec::new())
-            } else {
-                serde_json::from_slice::<Vec<String>>(bytes)
-                    .map_err(|e| format!("invalid roster: {e}"))
-            }),
-            Some(_) => Meaning::OtherReserved,
+                Some(_) => Meaning::OtherReserved,
+            }
         };
         let signature = match meaning {
             Meaning::Plain => crate::signature::check(bytes),
@@ -337,6 +368,45 @@ mod tests {
                 report: Some(Err(_)),
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn a_failure_index_is_not_taken_for_a_record() {
+        let decode = |topic: &str, bytes: &[u8]| {
+            Incoming::decode("signalbox", topic, bytes, true, at(), PAYLOAD_CAP).meaning
+        };
+        assert_eq!(
+            decode("signalbox/_failed/mail-notify", br#"["01a2","01a3"]"#),
+            Meaning::FailedIndex {
+                listener: "mail-notify".into(),
+                ids: Ok(vec!["01a2".into(), "01a3".into()])
+            }
+        );
+        assert_eq!(
+            decode("signalbox/_failed/mail-notify", b""),
+            Meaning::FailedIndex {
+                listener: "mail-notify".into(),
+                ids: Ok(Vec::new())
+            }
+        );
+        assert!(matches!(
+            decode("signalbox/_failed/mail-notify", b"{}"),
+            Meaning::FailedIndex { ids: Err(_), .. }
+        ));
+        // An index larger than the display cap is still read whole.
+        let many: Vec<String> = (0..10_000)
+            .map(|n| format!("0193a0b0-0000-7000-8000-{n:012}"))
+            .collect();
+        let bytes = serde_json::to_vec(&many).expect("json");
+        assert!(bytes.len() > PAYLOAD_CAP);
+        assert!(matches!(
+            decode("signalbox/_failed/mail-notify", &bytes),
+            Meaning::FailedIndex { ids: Ok(ref ids), .. } if ids.len() == 10_000
+        ));
+        assert!(matches!(
+            decode("signalbox/_failed/mail-notify/01a2", b""),
+            Meaning::Failed { .. }
         ));
     }
 }

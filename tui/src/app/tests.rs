@@ -377,10 +377,15 @@ fn listeners_come_from_health_reports_and_the_roster_and_go_stale() {
     assert_eq!(app.listeners.len(), 2);
     assert_eq!(
         app.take_effects(),
-        vec![Effect::Subscribe(vec![
-            "signalbox/_health/mail-notify".into(),
-            "signalbox/_health/feed-writer".into()
-        ])]
+        vec![
+            // Seen through its report first: its failure index.
+            Effect::Subscribe(vec!["signalbox/_failed/mail-notify".into()]),
+            Effect::Subscribe(vec![
+                "signalbox/_health/mail-notify".into(),
+                "signalbox/_health/feed-writer".into(),
+                "signalbox/_failed/feed-writer".into(),
+            ])
+        ]
     );
     let silent = app.listeners.get("feed-writer").expect("listed");
     assert!(silent.in_roster && silent.report.is_none() && silent.is_problem(app.now));
@@ -421,6 +426,154 @@ fn listeners_come_from_health_reports_and_the_roster_and_go_stale() {
         32,
     );
     assert_eq!(app.listener_rows().len(), 1);
+}
+
+/// Regression: on a broker that does not deliver retained messages to
+/// wildcard subscriptions (RabbitMQ 3.10), the records of a dead listener
+/// never reached the Failed view; the console now reads each listener's
+/// failure index and the records it lists by their exact topics.
+#[test]
+fn failure_indexes_are_read_and_their_records_subscribed_exactly_once() {
+    let mut app = app();
+    let ids = [
+        "0193a0b0-0000-7000-8000-000000000001",
+        "0193a0b0-0000-7000-8000-000000000002",
+        "0193a0b0-0000-7000-8000-000000000003",
+    ];
+    let record_topic = |id: &str| format!("signalbox/_failed/dead-one/{id}");
+    feed(&mut app, "signalbox/_roster", br#"["dead-one"]"#, true, 0);
+    assert_eq!(
+        app.take_effects(),
+        vec![Effect::Subscribe(vec![
+            "signalbox/_health/dead-one".into(),
+            "signalbox/_failed/dead-one".into(),
+        ])]
+    );
+    // One record came through the wildcard already.
+    feed(
+        &mut app,
+        &record_topic(ids[0]),
+        &record("dead-one", ids[0], b"t", 1, 0),
+        true,
+        0,
+    );
+    let index = serde_json::to_vec(&ids).expect("json");
+    feed(&mut app, "signalbox/_failed/dead-one", &index, true, 0);
+    // The index is not a record.
+    assert_eq!(app.failed.len(), 1);
+    assert!(app
+        .stream
+        .back()
+        .is_some_and(|m| m.reserved && &*m.topic == "signalbox/_failed/dead-one"));
+    assert!(
+        app.take_effects().is_empty(),
+        "waits for the index to settle"
+    );
+    update(&mut app, Event::Tick(t0() + Duration::milliseconds(500)));
+    assert!(app.take_effects().is_empty(), "not settled yet");
+    update(&mut app, Event::Tick(at(1)));
+    assert_eq!(
+        app.take_effects(),
+        vec![Effect::Subscribe(vec![
+            record_topic(ids[1]),
+            record_topic(ids[2])
+        ])],
+        "the records not held, by their exact topics"
+    );
+    // The same index again (a resubscription delivers it): nothing new.
+    feed(&mut app, "signalbox/_failed/dead-one", &index, true, 2);
+    update(&mut app, Event::Tick(at(4)));
+    assert!(app.take_effects().is_empty());
+    assert!(app.indexes_pending.is_empty());
+    // The records arrive, one of them twice (the wildcard and the exact
+    // subscription on a broker that delivers to both): each lands once.
+    for (id, secs) in [(ids[1], 5), (ids[2], 5), (ids[1], 6)] {
+        feed(
+            &mut app,
+            &record_topic(id),
+            &record("dead-one", id, b"t", 1, secs),
+            true,
+            secs,
+        );
+    }
+    assert_eq!(
+        app.failed
+            .keys()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
+        ids.to_vec()
+    );
+    assert!(app.failed.keys().all(|(l, _)| l == "dead-one"));
+    // Acknowledging a record read this way works as before.
+    press(&mut app, KeyCode::Char('5'));
+    press(&mut app, KeyCode::Char('G'));
+    press(&mut app, KeyCode::Char('a'));
+    press(&mut app, KeyCode::Char('y'));
+    assert_eq!(
+        app.take_effects(),
+        vec![Effect::Ack {
+            listener: "dead-one".into(),
+            records: vec![(ids[2].into(), record_topic(ids[2]))]
+        }]
+    );
+    feed(&mut app, &record_topic(ids[2]), b"", true, 7);
+    assert_eq!(app.failed.len(), 2);
+    // The dead listener's index still lists it: not subscribed again.
+    feed(&mut app, "signalbox/_failed/dead-one", &index, true, 8);
+    update(&mut app, Event::Tick(at(9)));
+    assert!(app.take_effects().is_empty());
+    // A listener seen through its report has its index read too.
+    feed(
+        &mut app,
+        "signalbox/_health/mail-notify",
+        &health("mail-notify", HealthState::Up, 9),
+        true,
+        9,
+    );
+    assert_eq!(
+        app.take_effects(),
+        vec![Effect::Subscribe(vec![
+            "signalbox/_failed/mail-notify".into()
+        ])]
+    );
+}
+
+#[test]
+fn exact_record_subscriptions_go_in_chunks_within_the_cap() {
+    let mut app = app_with(Limits {
+        failed: 250,
+        ..Limits::default()
+    });
+    let ids: Vec<String> = (0..400)
+        .map(|n| format!("0193a0b0-0000-7000-8000-{n:012}"))
+        .collect();
+    feed(
+        &mut app,
+        "signalbox/_failed/busy",
+        &serde_json::to_vec(&ids).expect("json"),
+        true,
+        0,
+    );
+    assert!(app.take_effects().is_empty());
+    update(&mut app, Event::Tick(at(1)));
+    let chunks: Vec<usize> = app
+        .take_effects()
+        .into_iter()
+        .map(|e| match e {
+            Effect::Subscribe(topics) => topics.len(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(chunks, vec![100, 100, 50], "at most the record cap");
+    assert_eq!(app.records_subscribed.len(), 250);
+    // An unreadable index says so and subscribes nothing.
+    feed(&mut app, "signalbox/_failed/busy", b"{}", true, 2);
+    update(&mut app, Event::Tick(at(3)));
+    assert!(app.take_effects().is_empty());
+    assert!(app
+        .status
+        .as_ref()
+        .is_some_and(|s| s.text.contains("failure index of busy")));
 }
 
 #[test]
@@ -479,6 +632,13 @@ fn acknowledge_asks_then_publishes_and_the_echo_removes_the_record() {
         0,
     );
     assert_eq!(app.failed.len(), 1);
+    // A record's listener has its failure index read.
+    assert_eq!(
+        app.take_effects(),
+        vec![Effect::Subscribe(vec![
+            "signalbox/_failed/mail-notify".into()
+        ])]
+    );
     press(&mut app, KeyCode::Char('5'));
     press(&mut app, KeyCode::Char('a'));
     assert!(matches!(app.overlay, Some(Overlay::Confirm { .. })));
@@ -525,6 +685,7 @@ fn replay_and_replay_all_request_and_show_the_outcome() {
             0,
         );
     }
+    app.take_effects();
     press(&mut app, KeyCode::Char('5'));
     press(&mut app, KeyCode::Char('j'));
     press(&mut app, KeyCode::Char('r'));

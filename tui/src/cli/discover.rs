@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use signalbox_common::config::Config;
-use signalbox_common::failed::FailureRecord;
+use signalbox_common::failed::{self, FailureRecord};
 use signalbox_common::health::HealthReport;
 use signalbox_common::mqtt::{Connection, Publish, Qos};
 use signalbox_common::topic::{self, Reserved};
@@ -172,7 +172,7 @@ async fn collect(
     while let Ok(Some(message)) = tokio::time::timeout_at(deadline, conn.recv()).await {
         let missed = exact && message.retain && !message.payload.is_empty();
         if let Some(listener) = topic::failed_index_listener(prefix, &message.topic) {
-            if let Ok(ids) = serde_json::from_slice::<Vec<String>>(&message.payload) {
+            if let Ok(ids) = failed::parse_index(&message.payload) {
                 indexes.insert(listener, ids);
             }
             continue;
