@@ -50,6 +50,8 @@ use crate::topic::{self, Reserved};
 
 /// Time allowed for the broker to confirm a failure record or a report.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+/// The broker's rewrite of '.' in topic levels is reported once per process.
+static DOTS_WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// How long the shared-subscription probe waits for its own message.
 const SHARE_PROBE_WAIT: Duration = Duration::from_secs(5);
 /// Longest wait between two in-process retries.
@@ -294,6 +296,12 @@ struct Shared {
     /// costs a reader one empty exact read; a missing one would hide a
     /// record, so additions are published at once).
     index_stale: bool,
+    /// Ids of our records cleared (acknowledged, or fixed by a replay)
+    /// while running, newest last: a record for one of them that comes
+    /// back is an old copy — re-sent after a reconnect, re-published by a
+    /// `_ping` answer that crossed the acknowledgement, or handed back by
+    /// a bridged broker — and is cleared again.
+    cleared: ClearedIds,
 }
 
 struct Runtime {
@@ -393,6 +401,7 @@ where
             records: BTreeMap::new(),
             roster: None,
             index_stale: false,
+            cleared: ClearedIds::default(),
         }),
         publisher: conn.publisher(),
     });
@@ -676,6 +685,39 @@ async fn probe_shared_subscriptions(
     }
 }
 
+/// Most cleared record ids remembered (see `Shared::cleared`).
+const CLEARED_IDS: usize = 10_000;
+
+/// A bounded set of ids, the oldest forgotten first.
+#[derive(Default)]
+struct ClearedIds {
+    order: std::collections::VecDeque<String>,
+    ids: std::collections::HashSet<String>,
+}
+
+impl ClearedIds {
+    fn insert(&mut self, id: &str) {
+        if self.ids.insert(id.to_string()) {
+            self.order.push_back(id.to_string());
+            while self.order.len() > CLEARED_IDS {
+                if let Some(old) = self.order.pop_front() {
+                    self.ids.remove(&old);
+                }
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.ids.remove(id) {
+            self.order.retain(|o| o != id);
+        }
+    }
+}
+
 impl Runtime {
     fn lock(&self) -> MutexGuard<'_, Shared> {
         // A poisoned lock only means another task panicked mid-update of
@@ -855,15 +897,31 @@ impl Runtime {
                 None
             }
             Some(Reserved::Failed { listener, id }) if listener == self.name => {
+                let mut stale_copy = false;
                 {
                     let mut s = self.lock();
                     if message.payload.is_empty() {
                         if s.records.remove(&id).is_some() {
                             s.index_stale = true;
                         }
+                        s.cleared.insert(&id);
+                    } else if s.cleared.contains(&id) && !s.records.contains_key(&id) {
+                        stale_copy = true;
                     } else if let Ok(record) = FailureRecord::from_slice(&message.payload) {
-                        s.records.insert(id, record);
+                        s.records.insert(id.clone(), record);
                     }
+                }
+                if stale_copy {
+                    tracing::info!(listener = %self.name, id = %id, "an old copy of a cleared failure record came back; clearing it again");
+                    let _ = self
+                        .publisher
+                        .publish(Publish::new(
+                            topic::failed_topic(&self.prefix, &self.name, &id),
+                            Vec::new(),
+                            Qos::AtLeastOnce,
+                            true,
+                        ))
+                        .await;
                 }
                 let _ = self.publisher.ack(&message).await;
                 None
@@ -921,6 +979,9 @@ impl Runtime {
         stop: &std::sync::atomic::AtomicBool,
     ) -> bool {
         let t = topic::failed_topic(&self.prefix, &self.name, &record.id);
+        // Our own new record for this id is not an old copy (it may come
+        // back through our subscription before the confirmation).
+        self.lock().cleared.remove(&record.id);
         let mut attempt = 0;
         loop {
             match self
@@ -1245,6 +1306,16 @@ async fn handle_message<H, Fut>(
     if let Some(e) = decoded.envelope() {
         let lag = (Utc::now() - e.time).num_milliseconds().max(0) as f64 / 1000.0;
         runtime.lock().lag_s = Some(lag);
+        if topic::dots_rewritten(&e.topic, &message.topic)
+            && !DOTS_WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                listener = %runtime.name,
+                "broker turned '.' in topic levels into '/': {} arrived as {} (RabbitMQ's MQTT plugin does this); filters with + may not match such topics: avoid '.' in topic levels on this broker",
+                e.topic,
+                message.topic
+            );
+        }
     }
     if let Some(id) = &envelope_id {
         let duplicate = lock_seen(seen).contains(id);

@@ -700,9 +700,8 @@ fn the_link_going_down_and_back_loses_no_qos1_message_published_at_the_site() {
 /// and the centre's listener takes it as its own again; acknowledging again
 /// clears it for good (mosquitto 2.0; deploy/README.md says so).
 #[test]
-fn while_the_site_is_cut_off_replays_wait_and_an_ack_comes_back() {
-    let Some(mut sites) =
-        Sites::start("while_the_site_is_cut_off_replays_wait_and_an_ack_comes_back")
+fn while_the_site_is_cut_off_replays_wait_and_an_ack_holds() {
+    let Some(mut sites) = Sites::start("while_the_site_is_cut_off_replays_wait_and_an_ack_holds")
     else {
         return;
     };
@@ -780,10 +779,19 @@ fn while_the_site_is_cut_off_replays_wait_and_an_ack_comes_back() {
     let done = wait_ledger(&site_book, 1, LIMIT);
     assert_eq!(done.len(), 1, "Y replayed once the link was back");
     assert!(done[0].ends_with(" ticket Y"), "{done:?}");
-    // X is back at the centre: the site handed over its copy.
-    wait_records(&centre, "centre", &["ticket X"]);
-    let out = cli(&centre, &["failed", "ack", &x]);
-    assert_eq!(out.code, 0, "second ack at the centre: {}", out.stderr);
+    // The site hands its old copy of X back over the link (mosquitto
+    // exchanges retained messages on every reconnection); the listener
+    // that owns X saw it acknowledged and clears the copy again, at both
+    // ends, without a second ack.
     wait_records(&centre, "centre", &[]);
     wait_records(&site, "site", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        failed_records(&centre).is_empty(),
+        "X stays acknowledged at the centre"
+    );
+    assert!(
+        failed_records(&site).is_empty(),
+        "X stays acknowledged at the site"
+    );
 }

@@ -727,3 +727,83 @@ async fn a_large_queue_waiting_for_a_returning_listener_is_drained() {
     );
     running.stop().await;
 }
+
+/// An old copy of a failure record the operator acknowledged — re-sent by
+/// the listener's connection after a reconnect (its re-send window), or
+/// handed back by a bridged broker after a link outage — is cleared again
+/// by the listener instead of standing as an open record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_copy_of_an_acknowledged_record_is_cleared_again() {
+    let broker = embedded_broker();
+    let url = broker.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = test_config(&url, &state(dir.path()), 1);
+    let running = start(
+        &config,
+        options(&config, "ghost", "signalbox/dev/g/#"),
+        |_d: Delivery| async { Err("the tracker is down".into()) },
+    );
+    let mut w = watcher(
+        &url,
+        &[
+            "signalbox/_health/ghost",
+            "signalbox/_failed/ghost/+",
+            "signalbox/_failed/ghost",
+        ],
+    )
+    .await;
+    wait_health(&mut w, "ghost", HealthState::Up).await;
+    let p = client(&url, "p-ghost").await;
+    let env = publish_envelope(&p, "signalbox/dev/g/x", "doomed").await;
+    let id = env.id.to_string();
+    let record = wait_record(&mut w, |r| r.id == id).await;
+    let record_topic = topic::failed_topic("signalbox", "ghost", &id);
+
+    // The operator acknowledges it (what `signalbox failed ack` publishes).
+    p.publish_confirmed(
+        Publish::new(&record_topic, Vec::new(), Qos::AtLeastOnce, true),
+        WAIT,
+    )
+    .await
+    .expect("ack confirmed");
+    // The listener has taken the ack in once its failure index no longer
+    // lists the record (republished at its next heartbeat).
+    let index_topic = topic::failed_index_topic("signalbox", "ghost");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let m = tokio::time::timeout_at(deadline, w.recv())
+            .await
+            .expect("the index without the record")
+            .expect("open");
+        if m.topic == index_topic && m.payload.as_ref() == b"[]" {
+            break;
+        }
+    }
+
+    // The old copy comes back, retained.
+    p.publish_confirmed(
+        Publish::new(&record_topic, record.to_vec(), Qos::AtLeastOnce, true),
+        WAIT,
+    )
+    .await
+    .expect("old copy confirmed");
+    let mut cleared_again = false;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while let Ok(Some(m)) = tokio::time::timeout_at(deadline, w.recv()).await {
+        if m.topic == record_topic && m.payload.is_empty() {
+            cleared_again = true;
+            break;
+        }
+    }
+    assert!(cleared_again, "the listener clears the old copy again");
+    // Nothing is retained there any more: a new subscriber gets nothing.
+    let mut fresh = watcher(&url, &[record_topic.as_str()]).await;
+    if let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(1), fresh.recv()).await {
+        assert!(
+            m.payload.is_empty(),
+            "no record retained on {record_topic}: {:?}",
+            String::from_utf8_lossy(&m.payload)
+        );
+    }
+    running.stop().await;
+}
