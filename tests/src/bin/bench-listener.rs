@@ -25,9 +25,12 @@ use std::time::{Duration, Instant};
 use signalbox_common::envelope::Envelope;
 use signalbox_common::listener::{self, Delivery, ListenerOptions};
 use signalbox_common::mqtt::{ConnectOptions, Connection, Publish, Qos};
-use signalbox_e2e::{embedded_broker, free_port, isolate, mosquitto, test_config};
+use signalbox_e2e::{embedded_broker, free_port, isolate, mosquitto_with, test_config};
 
 const LIMIT: Duration = Duration::from_secs(300);
+/// How often a listener process is asked for a fresh health report while
+/// it drains (each `_ping` is a retained health report through the broker).
+const PING_EVERY_MS: u64 = 250;
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -51,7 +54,10 @@ async fn main() {
         "broker", "consumer", "messages", "msg/s"
     );
 
-    if let Some(m) = mosquitto("bench-listener") {
+    // BENCH_MOSQUITTO_CONF: extra mosquitto.conf lines (e.g.
+    // "max_inflight_messages 100"; the last value of an option wins).
+    let extra = std::env::var("BENCH_MOSQUITTO_CONF").unwrap_or_default();
+    if let Some(m) = mosquitto_with("bench-listener", false, &extra.replace("\\n", "\n")) {
         let url = m.url();
         let rate = runtime_drain(&url, n).await;
         println!(
@@ -69,16 +75,27 @@ async fn main() {
             "mosquitto", "signalbox-bridge exec -- true", exec_n, rate
         );
         let fresh = tempfile::tempdir().expect("tempdir");
-        let mut dbs = vec![("fresh db".to_string(), fresh.path().join("history.db"))];
+        let mut dbs = vec![
+            (
+                "fresh db".to_string(),
+                fresh.path().join("history.db"),
+                &[][..],
+            ),
+            (
+                "fresh db, --ack-on-queue".to_string(),
+                fresh.path().join("history-q.db"),
+                &["--ack-on-queue"][..],
+            ),
+        ];
         if let Some(db) = &recorder_db {
-            dbs.push((format!("db {}", db.display()), db.clone()));
+            dbs.push((format!("db {}", db.display()), db.clone(), &[][..]));
         }
-        for (label, db) in dbs {
+        for (label, db, flags) in dbs {
             let rate = process_drain(
                 &url,
                 n,
                 &["recorder".into(), "--db".into(), db.display().to_string()],
-                &[],
+                flags,
             )
             .await;
             println!(
@@ -95,6 +112,19 @@ async fn main() {
     println!(
         "{:<12} {:<40} {:>10} {:>12.0}",
         "embedded", "signalbox runtime, no-op handler", n, rate
+    );
+    let fresh = tempfile::tempdir().expect("tempdir");
+    let db = fresh.path().join("history.db");
+    let rate = process_drain(
+        &broker.url(),
+        n,
+        &["recorder".into(), "--db".into(), db.display().to_string()],
+        &[],
+    )
+    .await;
+    println!(
+        "{:<12} {:<40} {:>10} {:>12.0}",
+        "embedded", "signalbox-bridge recorder, fresh db", n, rate
     );
 }
 
@@ -302,7 +332,7 @@ async fn process_drain(url: &str, n: usize, kind: &[String], tail: &[&str]) -> f
                         false,
                     ))
                     .await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(PING_EVERY_MS)).await;
             }
         }
     }
