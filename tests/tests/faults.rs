@@ -8,15 +8,20 @@
 //! figures each test prints are the rows of RELIABILITY.md.
 
 mod bridge_support;
+mod ledger_support;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bridge_support::{bridge, run_input, LIMIT};
-use signalbox_e2e::{bin, embedded_broker, isolate, mosquitto_persistent, signalbox, KillOnDrop};
+use ledger_support::{
+    now_millis, number_in, order_breaks, read_ledger, tally, wait_for_distinct, wait_until_up,
+    Entry, FaultListener,
+};
+use signalbox_e2e::{bin, embedded_broker, mosquitto_persistent, signalbox, KillOnDrop};
 
 /// One run of a one-shot bridge: its state directory and run number in,
 /// its exit code out.
@@ -35,198 +40,26 @@ fn with_resend_window(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
-/// One line of a listener's ledger.
-#[derive(Debug, Clone)]
-struct Entry {
-    id: String,
-    topic: String,
-    summary: String,
-    millis: u128,
+/// A `fault-listener` (see `ledger_support`), with the
+/// `FAULTS_RESEND_WINDOW` override of [`with_resend_window`].
+fn start_listener(
+    url: &str,
+    state: &Path,
+    ledger: &Path,
+    filter: &str,
+    delay_ms: u64,
+    env: &[(&str, &str)],
+) -> FaultListener {
+    let window = std::env::var("FAULTS_RESEND_WINDOW").ok();
+    let mut all = env.to_vec();
+    if let Some(window) = &window {
+        all.push(("SIGNALBOX_RESEND_WINDOW", window));
+    }
+    FaultListener::start(url, state, ledger, filter, delay_ms, &all)
 }
 
-fn read_ledger(path: &Path) -> Vec<Entry> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .filter_map(|line| {
-            let mut parts = line.splitn(4, '\t');
-            Some(Entry {
-                id: parts.next()?.to_string(),
-                topic: parts.next()?.to_string(),
-                summary: parts.next()?.to_string(),
-                millis: parts.next()?.parse().ok()?,
-            })
-        })
-        .collect()
-}
-
-/// What a ledger says: messages processed, distinct, and processed twice.
-#[derive(Debug)]
-struct Tally {
-    processed: usize,
-    distinct: usize,
-    twice: Vec<String>,
-}
-
-fn tally(entries: &[Entry]) -> Tally {
-    let mut count: HashMap<&str, usize> = HashMap::new();
-    for e in entries {
-        *count.entry(&e.id).or_default() += 1;
-    }
-    Tally {
-        processed: entries.len(),
-        distinct: count.len(),
-        twice: count
-            .iter()
-            .filter(|(_, n)| **n > 1)
-            .map(|(id, _)| id.to_string())
-            .collect(),
-    }
-}
-
-/// Waits until the ledger holds `want` distinct messages (or `limit`
-/// passes), then a little longer so that late repeats would show.
-fn wait_for_distinct(path: &Path, want: usize, limit: Duration) -> Vec<Entry> {
-    let deadline = Instant::now() + limit;
-    loop {
-        let entries = read_ledger(path);
-        if tally(&entries).distinct >= want || Instant::now() > deadline {
-            std::thread::sleep(Duration::from_secs(2));
-            return read_ledger(path);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// The first run of digits in `s`: the sequence number each source puts
-/// in its summaries ("line 17", "mail 17", "job17 finished…", "commit 17").
-fn number_in(s: &str) -> Option<u64> {
-    let start = s.find(|c: char| c.is_ascii_digit())?;
-    let digits: String = s[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect();
-    digits.parse().ok()
-}
-
-/// Sources whose sequence numbers went backwards in the ledger (first
-/// processing of each message only: a repeat is counted elsewhere).
-fn order_breaks(
-    entries: &[Entry],
-    source_of: impl Fn(&Entry) -> Option<&'static str>,
-) -> Vec<String> {
-    let mut last: HashMap<&'static str, u64> = HashMap::new();
-    let mut seen = HashSet::new();
-    let mut breaks = Vec::new();
-    for e in entries {
-        if !seen.insert(e.id.clone()) {
-            continue;
-        }
-        let (Some(source), Some(n)) = (source_of(e), number_in(&e.summary)) else {
-            continue;
-        };
-        // A cron run's start comes before its end, both with its number.
-        let n = 2 * n + u64::from(!e.summary.contains(" started"));
-        if let Some(prev) = last.insert(source, n) {
-            if n <= prev {
-                breaks.push(format!("{source}: {n} after {prev} ({})", e.summary));
-            }
-        }
-    }
-    breaks
-}
-
-fn now_millis() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0)
-}
-
-/// A `fault-listener` process on `filter`, killed by pid when dropped.
-struct FaultListener {
-    child: KillOnDrop,
-}
-
-impl FaultListener {
-    fn start(url: &str, state: &Path, ledger: &Path, filter: &str, delay_ms: u64) -> FaultListener {
-        Self::start_with(url, state, ledger, filter, delay_ms, &[])
-    }
-
-    fn start_with(
-        url: &str,
-        state: &Path,
-        ledger: &Path,
-        filter: &str,
-        delay_ms: u64,
-        env: &[(&str, &str)],
-    ) -> FaultListener {
-        let mut cmd = Command::new(bin("fault-listener"));
-        isolate(&mut cmd);
-        with_resend_window(&mut cmd).envs(env.iter().copied());
-        let child = cmd
-            .arg(url)
-            .arg(state)
-            .arg(ledger)
-            .arg(filter)
-            .arg(delay_ms.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start fault-listener");
-        FaultListener {
-            child: KillOnDrop(child),
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        matches!(self.child.0.try_wait(), Ok(None))
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.0.id()
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.0.kill();
-        let _ = self.child.0.wait();
-    }
-
-    /// SIGTERM, then the exit code (None when it did not exit in time).
-    fn terminate(mut self, limit: Duration) -> Option<i32> {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.0.try_wait() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        None
-    }
-}
-
-/// Waits until the listener `name` reports itself up on the bus.
-fn wait_until_up(url: &str, name: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let out = signalbox_e2e::run_with_limit(
-            signalbox(url).args(["health", "--expect", name, "--wait", "0.5"]),
-            Duration::from_secs(30),
-        );
-        if out.code == 0 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "listener {name} not up: {}{}",
-            out.stdout,
-            out.stderr
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// How long a listener may take to report itself up.
+const UP_LIMIT: Duration = Duration::from_secs(30);
 
 /// `signalbox pub --stdin` on `topic`, fed `lines` one per `pace`.
 fn pub_stream(
@@ -351,8 +184,8 @@ fn broker_killed_mid_stream_loses_and_repeats_nothing() {
     let work = tempfile::tempdir().expect("tempdir");
     let ledger = work.path().join("ledger");
     let listener_state = work.path().join("listener");
-    let listener = FaultListener::start(&url, &listener_state, &ledger, "signalbox/dev/#", 0);
-    wait_until_up(&url, "fault");
+    let listener = start_listener(&url, &listener_state, &ledger, "signalbox/dev/#", 0, &[]);
+    wait_until_up(&url, "fault", UP_LIMIT);
 
     const STREAM: usize = 6_000;
     const MAILS: usize = 1_000;
@@ -531,8 +364,8 @@ fn listener_kill_case(broker: &str, url: &str) {
     let state = work.path().join("listener");
     let filter = "signalbox/dev/work/#";
     // 5 ms of work per message: the kill lands in the middle of one.
-    let listener = FaultListener::start(url, &state, &ledger, filter, 5);
-    wait_until_up(url, "fault");
+    let listener = start_listener(url, &state, &ledger, filter, 5, &[]);
+    wait_until_up(url, "fault", UP_LIMIT);
     let out = pub_stream(
         url,
         "signalbox/dev/work/job",
@@ -565,7 +398,7 @@ fn listener_kill_case(broker: &str, url: &str) {
     .expect("pub");
     assert_eq!(out.code, 0, "{}", out.stderr);
     let restarted = Instant::now();
-    let listener = FaultListener::start(url, &state, &ledger, filter, 5);
+    let listener = start_listener(url, &state, &ledger, filter, 5, &[]);
     let entries = wait_for_distinct(&ledger, FIRST + MEANWHILE, SETTLE);
     listener.kill();
     let t = tally(&entries);
@@ -599,8 +432,8 @@ fn sigterm_drains_the_message_in_hand() {
     let state = work.path().join("listener");
     let filter = "signalbox/dev/slow/#";
     const N: usize = 20;
-    let listener = FaultListener::start(&url, &state, &ledger, filter, 300);
-    wait_until_up(&url, "fault");
+    let listener = start_listener(&url, &state, &ledger, filter, 300, &[]);
+    wait_until_up(&url, "fault", UP_LIMIT);
     let out = pub_stream(
         &url,
         "signalbox/dev/slow/job",
@@ -620,7 +453,7 @@ fn sigterm_drains_the_message_in_hand() {
         "the message in hand is finished, the rest wait: {} done",
         after_term.len()
     );
-    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    let listener = start_listener(&url, &state, &ledger, filter, 0, &[]);
     let entries = wait_for_distinct(&ledger, N, Duration::from_secs(30));
     listener.kill();
     let t = tally(&entries);
@@ -733,7 +566,7 @@ fn a_60_s_partition_degrades_then_recovers_on_its_own() {
     let env = [("SIGNALBOX_KEEPALIVE", "5"), ("FAULT_HEALTH_INTERVAL", "3")];
     let work = tempfile::tempdir().expect("tempdir");
     let ledger = work.path().join("ledger");
-    let mut listener = FaultListener::start_with(
+    let mut listener = start_listener(
         &url,
         &work.path().join("listener"),
         &ledger,
@@ -741,7 +574,7 @@ fn a_60_s_partition_degrades_then_recovers_on_its_own() {
         0,
         &env,
     );
-    wait_until_up(&url, "fault");
+    wait_until_up(&url, "fault", UP_LIMIT);
     // A daemon bridge too: the RSS bridge polling a local feed file.
     let feed = work.path().join("feed.xml");
     std::fs::write(
@@ -767,7 +600,7 @@ fn a_60_s_partition_degrades_then_recovers_on_its_own() {
             .spawn()
             .expect("rss bridge"),
     );
-    wait_until_up(&url, "rss");
+    wait_until_up(&url, "rss", UP_LIMIT);
     let console = format!(
         "SIGNALBOX_KEEPALIVE=5 '{}' --broker {url}; sleep 60",
         bin("signalbox").display()
@@ -902,8 +735,8 @@ fn a_slow_consumer_stays_bounded_and_shows_its_lag() {
     let ledger = work.path().join("ledger");
     let state = work.path().join("listener");
     let filter = "signalbox/dev/slowc/#";
-    let listener = FaultListener::start(&url, &state, &ledger, filter, 1_000);
-    wait_until_up(&url, "fault");
+    let listener = start_listener(&url, &state, &ledger, filter, 1_000, &[]);
+    wait_until_up(&url, "fault", UP_LIMIT);
     const N: usize = 3_000; // 100 msg/s for 30 s
     let mut pub_cmd = signalbox(&url);
     let mut publisher = pub_cmd
@@ -967,7 +800,7 @@ fn a_slow_consumer_stays_bounded_and_shows_its_lag() {
     assert!(lag > 5.0, "health shows the lag: {report}");
     // Fast again: it catches up, nothing lost, nothing twice.
     listener.kill();
-    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    let listener = start_listener(&url, &state, &ledger, filter, 0, &[]);
     let entries = wait_for_distinct(&ledger, N, SETTLE);
     listener.kill();
     let t = tally(&entries);
@@ -992,14 +825,15 @@ fn sigterm_stops_pub_stdin_after_what_it_read_is_confirmed() {
     let url = broker.url();
     let work = tempfile::tempdir().expect("tempdir");
     let ledger = work.path().join("ledger");
-    let listener = FaultListener::start(
+    let listener = start_listener(
         &url,
         &work.path().join("l"),
         &ledger,
         "signalbox/dev/term/#",
         0,
+        &[],
     );
-    wait_until_up(&url, "fault");
+    wait_until_up(&url, "fault", UP_LIMIT);
     let mut child = signalbox(&url)
         .args(["pub", "--stdin", "signalbox/dev/term/line"])
         .stdin(Stdio::piped())
@@ -1069,8 +903,8 @@ fn broker_killed_while_the_listener_is_away_loses_nothing() {
     let state = work.path().join("listener");
     let filter = "signalbox/dev/away/#";
     // Create the listener's persistent session, then stop it cleanly.
-    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
-    wait_until_up(&url, "fault");
+    let listener = start_listener(&url, &state, &ledger, filter, 0, &[]);
+    wait_until_up(&url, "fault", UP_LIMIT);
     assert_eq!(listener.terminate(Duration::from_secs(10)), Some(0));
 
     const LINES: usize = 4_000; // one per millisecond, more or less
@@ -1087,7 +921,7 @@ fn broker_killed_while_the_listener_is_away_loses_nothing() {
     let out = stream.join().expect("pub");
     assert_eq!(out.code, 0, "pub --stdin: {}", out.stderr);
 
-    let listener = FaultListener::start(&url, &state, &ledger, filter, 0);
+    let listener = start_listener(&url, &state, &ledger, filter, 0, &[]);
     let entries = wait_for_distinct(&ledger, LINES, Duration::from_secs(60));
     listener.kill();
     let t = tally(&entries);

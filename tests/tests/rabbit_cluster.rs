@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use bridge_support::{bridge, run_input, LIMIT};
 use ledger_support::{
-    now_millis, number_in, tally, wait_for_distinct, wait_until_up, Entry, FaultListener,
+    now_millis, order_breaks, tally, wait_for_distinct, wait_until_up, Entry, FaultListener,
 };
 use signalbox_common::mqtt::{BrokerUrl, ConnState, ConnectOptions, Connection, Publish, Qos};
 use signalbox_e2e::{rabbit, signalbox};
@@ -74,30 +74,6 @@ fn source_of(e: &Entry) -> &'static str {
     }
 }
 
-/// Sources whose sequence numbers went backwards (first processing of
-/// each message only; a cron run's start comes before its end).
-fn order_breaks(entries: &[Entry]) -> Vec<String> {
-    let mut last: HashMap<&'static str, u64> = HashMap::new();
-    let mut seen = HashSet::new();
-    let mut breaks = Vec::new();
-    for e in entries {
-        if !seen.insert(e.id.clone()) {
-            continue;
-        }
-        let Some(n) = number_in(&e.summary) else {
-            continue;
-        };
-        let source = source_of(e);
-        let n = 2 * n + u64::from(!e.summary.contains(" started"));
-        if let Some(prev) = last.insert(source, n) {
-            if n <= prev {
-                breaks.push(format!("{source}: {n} after {prev} ({})", e.summary));
-            }
-        }
-    }
-    breaks
-}
-
 #[test]
 fn node_killed_mid_stream_bridges_fail_over_and_nothing_is_lost_or_repeated() {
     const TEST: &str = "node_killed_mid_stream_bridges_fail_over_and_nothing_is_lost_or_repeated";
@@ -116,6 +92,7 @@ fn node_killed_mid_stream_bridges_fail_over_and_nothing_is_lost_or_repeated() {
         &work.path().join("listener"),
         &ledger,
         "signalbox/dev/#",
+        0,
         &[],
     );
     wait_until_up(&b_url, "fault", Duration::from_secs(60));
@@ -229,7 +206,7 @@ fn node_killed_mid_stream_bridges_fail_over_and_nothing_is_lost_or_repeated() {
             .insert(e.id.clone());
         m
     });
-    let breaks = order_breaks(&entries);
+    let breaks = order_breaks(&entries, |e| Some(source_of(e)));
     eprintln!(
         "RELIABILITY RabbitMQ cluster node SIGKILL: sent {EXPECTED}, processed {}, distinct {}, processed twice {}, lost {}, failover: connected to B {} ms and first publish confirmed by B {} ms after the SIGKILL, longest pause in the stream {longest_pause} ms, repeats dropped by the listener {}, order breaks {}; per source: {:?}",
         t.processed,

@@ -1,11 +1,11 @@
 //! The ledger of a `fault-listener` process, for tests that count what a
 //! real listener did with what real publishers sent (sent / processed /
 //! processed twice / lost): starting the listener, reading its ledger,
-//! waiting for it to fill. `faults.rs` keeps its own richer copy.
+//! waiting for it to fill. Shared by `faults.rs` and `rabbit_cluster.rs`.
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -94,6 +94,34 @@ pub fn number_in(s: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// Sources whose sequence numbers went backwards in the ledger (first
+/// processing of each message only: a repeat is counted elsewhere).
+/// `source_of` names an entry's publisher (`None`: not counted).
+pub fn order_breaks(
+    entries: &[Entry],
+    source_of: impl Fn(&Entry) -> Option<&'static str>,
+) -> Vec<String> {
+    let mut last: HashMap<&'static str, u64> = HashMap::new();
+    let mut seen = HashSet::new();
+    let mut breaks = Vec::new();
+    for e in entries {
+        if !seen.insert(e.id.clone()) {
+            continue;
+        }
+        let (Some(source), Some(n)) = (source_of(e), number_in(&e.summary)) else {
+            continue;
+        };
+        // A cron run's start comes before its end, both with its number.
+        let n = 2 * n + u64::from(!e.summary.contains(" started"));
+        if let Some(prev) = last.insert(source, n) {
+            if n <= prev {
+                breaks.push(format!("{source}: {n} after {prev} ({})", e.summary));
+            }
+        }
+    }
+    breaks
+}
+
 /// Now, in Unix milliseconds (the ledger's clock).
 pub fn now_millis() -> u128 {
     SystemTime::now()
@@ -110,12 +138,14 @@ pub struct FaultListener {
 
 impl FaultListener {
     /// Starts it against `url` with its state in `state`, appending to
-    /// `ledger`; `env` adds `SIGNALBOX_*` settings.
+    /// `ledger`, taking `delay_ms` per message; `env` adds `SIGNALBOX_*`
+    /// (and `FAULT_*`) settings.
     pub fn start(
         url: &str,
         state: &Path,
         ledger: &Path,
         filter: &str,
+        delay_ms: u64,
         env: &[(&str, &str)],
     ) -> FaultListener {
         let mut cmd = Command::new(bin("fault-listener"));
@@ -126,7 +156,7 @@ impl FaultListener {
             .arg(state)
             .arg(ledger)
             .arg(filter)
-            .arg("0")
+            .arg(delay_ms.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -141,10 +171,30 @@ impl FaultListener {
         matches!(self.child.0.try_wait(), Ok(None))
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
     /// SIGKILL, and wait for it.
     pub fn kill(mut self) {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
+    }
+
+    /// SIGTERM, then the exit code (None when it did not exit in time).
+    pub fn terminate(mut self, limit: Duration) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.0.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 
