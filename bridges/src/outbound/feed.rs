@@ -115,10 +115,20 @@ impl Feed {
     /// Adds (or replaces, by id) an entry and keeps the newest `keep`.
     pub fn add(&mut self, entry: Entry) {
         self.entries.retain(|e| e.id != entry.id);
-        self.entries.push(entry);
-        // Stable: entries with equal times keep their arrival order.
+        // At the front, and the sort is stable: of entries with equal times
+        // (messages sent within one millisecond) the last to arrive is first.
+        self.entries.insert(0, entry);
         self.entries.sort_by_key(|e| std::cmp::Reverse(e.time));
         self.entries.truncate(self.keep);
+    }
+
+    /// Takes back the entries of a feed file, which lists them newest
+    /// first: they are added oldest first, so that entries with equal times
+    /// (RSS dates have whole seconds) keep the file's order.
+    pub fn load(&mut self, entries: Vec<Entry>) {
+        for e in entries.into_iter().rev() {
+            self.add(e);
+        }
     }
 
     /// The document.
@@ -336,9 +346,7 @@ pub fn run(global: &GlobalArgs, args: FeedArgs) -> BridgeResult {
         keep: args.keep,
         entries: Vec::new(),
     };
-    for e in entries {
-        feed.add(e);
-    }
+    feed.load(entries);
     // Writing it now proves the place is writable (exit 2 at start rather
     // than a failure record per message) and converts a changed --format.
     write_atomically(output, feed.to_xml().as_bytes()).map_err(|e| {
@@ -551,6 +559,25 @@ mod tests {
         f.add(again);
         assert_eq!(f.entries.len(), 3);
         assert_eq!(f.entries[1].title, "e3 replayed");
+    }
+
+    #[test]
+    fn entries_with_equal_times_are_newest_arrival_first() {
+        let mut f = feed(Format::Rss);
+        f.add(entry(0, "older"));
+        for n in 2..=4 {
+            f.add(entry(1, &format!("push {n}")));
+        }
+        let titles: Vec<&str> = f.entries.iter().map(|e| e.title.as_str()).collect();
+        assert_eq!(titles, ["push 4", "push 3", "push 2"]);
+        // Read back from the file after a restart: the same order.
+        for format in [Format::Rss, Format::Atom] {
+            f.format = format;
+            let mut again = feed(format);
+            again.load(Feed::parse_entries(f.to_xml().as_bytes()).expect("parses"));
+            let back: Vec<&str> = again.entries.iter().map(|e| e.title.as_str()).collect();
+            assert_eq!(back, titles, "{format:?}");
+        }
     }
 
     #[test]
