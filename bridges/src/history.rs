@@ -403,7 +403,10 @@ impl Store {
     /// The text index and the topic list are kept here rather than by
     /// insert triggers: the topics of a batch are counted in memory and
     /// written once per batch each, not once per message.
-    pub fn insert(&mut self, messages: &[StoredMessage]) -> Result<usize, HistoryError> {
+    pub fn insert<'a>(
+        &mut self,
+        messages: impl IntoIterator<Item = &'a StoredMessage>,
+    ) -> Result<usize, HistoryError> {
         let path = self.path.clone();
         let err = |e| sqlite(&path, e);
         let tx = self.conn.transaction().map_err(err)?;
@@ -514,6 +517,16 @@ impl Store {
         self.conn
             .query_row("SELECT count(*) FROM messages", [], |r| r.get::<_, i64>(0))
             .map(|n| n as u64)
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// The arrival number of the newest message (0 when empty): rows are
+    /// numbered in order, so it grows by one per stored message.
+    pub fn newest_seq(&self) -> Result<i64, HistoryError> {
+        self.conn
+            .query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
+                r.get(0)
+            })
             .map_err(|e| sqlite(&self.path, e))
     }
 
@@ -744,12 +757,7 @@ impl Store {
         let cap = ((limit as f64 + 1.0) * total)
             .sqrt()
             .clamp(GREP_CANDIDATES.0 as f64, GREP_CANDIDATES.1 as f64) as usize;
-        let newest: i64 = self
-            .conn
-            .query_row("SELECT coalesce(max(seq), 0) FROM messages", [], |r| {
-                r.get(0)
-            })
-            .map_err(err)?;
+        let newest = self.newest_seq()?;
         let mut sample = self
             .conn
             .prepare_cached(

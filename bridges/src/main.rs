@@ -9,6 +9,10 @@ use clap::Parser;
 use signalbox_bridges::cli::{init_logging, BridgeError};
 use signalbox_bridges::commands::{self, Cli};
 
+/// mimalloc: fewer cycles per message than glibc's malloc (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.global.verbose);

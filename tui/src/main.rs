@@ -23,6 +23,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// mimalloc: fewer cycles per message than glibc's malloc (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
     // The console owns the screen: log lines on stderr would garble it (the

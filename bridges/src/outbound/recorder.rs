@@ -272,8 +272,7 @@ fn write_loop(
             }
         }
         if !batch.is_empty() {
-            let rows: Vec<StoredMessage> = batch.iter().map(|i| i.row.clone()).collect();
-            match store.insert(&rows) {
+            match store.insert(batch.iter().map(|i| &i.row)) {
                 Ok(_) => {
                     if failures > 0 {
                         tracing::info!("history database writable again");
