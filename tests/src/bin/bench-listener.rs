@@ -351,7 +351,10 @@ async fn process_drain_counted(
     // from the recorder).
     let reader = db.map(|db| {
         let store = signalbox_bridges::history::Store::open_reader(db).ok();
-        let base = store.as_ref().and_then(|s| s.newest_seq().ok()).unwrap_or(0);
+        let base = store
+            .as_ref()
+            .and_then(|s| s.newest_seq().ok())
+            .unwrap_or(0);
         (db, base)
     });
     let started = Instant::now();
