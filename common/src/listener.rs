@@ -361,12 +361,27 @@ where
     will_report.subscriptions = subscriptions.clone();
     will_report.last_error = Some("connection lost".into());
     let mut connect = ConnectOptions::from_config(config, &options.name)?;
+    // Held while the listener runs: this instance's slot (share groups).
+    let mut _instance_lock = None;
     if config.client_id.value.is_none() {
         // A persistent session needs the same client id at every start;
         // instances of a share group each need their own.
-        connect.client_id = match &options.share_group {
-            Some(_) => crate::mqtt::default_client_id(&options.name),
-            None => format!("sb-{}-{}", options.name, crate::mqtt::hostname()),
+        connect.client_id = match (&options.share_group, &options.state_dir) {
+            (Some(_), Some(dir)) => match instance_slot(dir) {
+                Ok(Some((slot, lock))) => {
+                    _instance_lock = Some(lock);
+                    member_client_id(&options.name, dir, slot)
+                }
+                Ok(None) => crate::mqtt::default_client_id(&options.name),
+                Err(e) => {
+                    return Err(ListenerError::State {
+                        path: dir.clone(),
+                        reason: format!("cannot take an instance slot: {e}"),
+                    })
+                }
+            },
+            (Some(_), None) => crate::mqtt::default_client_id(&options.name),
+            (None, _) => format!("sb-{}-{}", options.name, crate::mqtt::hostname()),
         };
     }
     connect.clean_session = false;
@@ -1512,4 +1527,51 @@ pub async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// Most instances of one share-group listener sharing a state directory
+/// that get a stable client id; more fall back to a random one.
+const INSTANCE_SLOTS: u32 = 64;
+
+/// The instance slot of a share-group member: the first
+/// `instance-N.lock` in its state directory that no running instance
+/// holds locked (the lock lives as long as the returned value).
+///
+/// A member's client id comes from its slot, so a member that restarts
+/// (even after SIGKILL) resumes its own persistent session, with what was
+/// in flight to it and what the broker queued for it meanwhile; with a new
+/// id at every start, as before, those stayed in an abandoned session on
+/// the broker (mosquitto) and the group never got them. Members running at
+/// once hold different slots, hence different ids.
+fn instance_slot(
+    dir: &std::path::Path,
+) -> std::io::Result<Option<(u32, nix::fcntl::Flock<std::fs::File>)>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    crate::spool::create_private_dir(dir)?;
+    for slot in 0..INSTANCE_SLOTS {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(dir.join(format!("instance-{slot}.lock")))?;
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(Some((slot, lock))),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => continue,
+            Err((_, e)) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// The client id of share-group member `slot` of listener `name` with
+/// state directory `dir`: the directory's hash tells apart members on one
+/// host with their own directories.
+fn member_client_id(name: &str, dir: &std::path::Path, slot: u32) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
+    let hash: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sb-{name}-{}-{hash}-{slot}", crate::mqtt::hostname())
 }
