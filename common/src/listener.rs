@@ -1568,10 +1568,35 @@ fn instance_slot(
 /// state directory `dir`: the directory's hash tells apart members on one
 /// host with their own directories.
 fn member_client_id(name: &str, dir: &std::path::Path, slot: u32) -> String {
+    // The same directory however it was named (relative, through links).
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
     let digest = ring::digest::digest(&ring::digest::SHA256, dir.as_os_str().as_encoded_bytes());
     let hash: String = digest.as_ref()[..4]
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("sb-{name}-{}-{hash}-{slot}", crate::mqtt::hostname())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_slots_are_distinct_while_held_and_reused_after() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = dir.path().join("listeners/sharer");
+        let (a, lock_a) = instance_slot(&state).expect("slot").expect("free");
+        let (b, _lock_b) = instance_slot(&state).expect("slot").expect("free");
+        assert_eq!((a, b), (0, 1));
+        drop(lock_a);
+        let (again, _lock) = instance_slot(&state).expect("slot").expect("free");
+        assert_eq!(again, 0, "a restarted instance takes the freed slot");
+
+        let id = member_client_id("sharer", &state, 0);
+        assert_eq!(id, member_client_id("sharer", &state.join("."), 0));
+        assert_ne!(id, member_client_id("sharer", &state, 1));
+        assert_ne!(id, member_client_id("sharer", dir.path(), 0));
+        assert!(id.starts_with("sb-sharer-"), "{id}");
+    }
 }
