@@ -123,6 +123,38 @@ pub fn tail_ready(url: &str, ready_topic: &str, args: &[&str]) -> (KillOnDrop, L
     (child, lines)
 }
 
+/// A `Command` for `signalbox broker ARGS…` (the embedded broker as its own
+/// process) with a private configuration.
+pub fn signalbox_broker_command<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Command {
+    let mut cmd = Command::new(bin("signalbox"));
+    isolate(&mut cmd);
+    cmd.arg("broker").args(args);
+    cmd
+}
+
+/// Starts `signalbox broker ARGS…` and waits for the banner's last line;
+/// returns the process (killed by pid on drop) and the banner's lines.
+pub fn start_signalbox_broker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (KillOnDrop, Vec<String>) {
+    let mut child = signalbox_broker_command(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn signalbox broker");
+    let lines = LineReader::new(&mut child);
+    let child = KillOnDrop(child);
+    let mut banner = Vec::new();
+    loop {
+        let line = lines
+            .next_line(Duration::from_secs(30))
+            .unwrap_or_else(|| panic!("the broker printed no banner: {banner:?}"));
+        let last = line.contains("Ctrl-C stops it");
+        banner.push(line);
+        if last {
+            return (child, banner);
+        }
+    }
+}
+
 /// Clears `SIGNALBOX_*` variables and points config and state at a
 /// directory that holds nothing.
 pub fn isolate(cmd: &mut Command) {

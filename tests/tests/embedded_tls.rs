@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use pki_support::{make_pki, Pki};
 use signalbox_e2e::{
-    bin, isolate, mosquitto_required, run_with_limit, signalbox, Finished, KillOnDrop, LineReader,
+    mosquitto_required, run_with_limit, signalbox, signalbox_broker_command,
+    start_signalbox_broker, Finished, KillOnDrop, LineReader,
 };
 
 /// Every client run is bounded by this.
@@ -52,33 +53,9 @@ fn certs() -> Certs {
     Certs { dir, pki }
 }
 
-fn broker_command(args: &[&OsStr]) -> Command {
-    let mut cmd = Command::new(bin("signalbox"));
-    isolate(&mut cmd);
-    cmd.arg("broker").args(args);
-    cmd
-}
-
 /// Starts `signalbox broker ARGS…` and waits for its banner.
 fn start_broker(args: &[&OsStr]) -> Broker {
-    let mut child = broker_command(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn signalbox broker");
-    let lines = LineReader::new(&mut child);
-    let child = KillOnDrop(child);
-    let mut banner = Vec::new();
-    loop {
-        let line = lines
-            .next_line(LIMIT)
-            .unwrap_or_else(|| panic!("the broker printed no banner: {banner:?}"));
-        let last = line.contains("Ctrl-C stops it");
-        banner.push(line);
-        if last {
-            break;
-        }
-    }
+    let (child, banner) = start_signalbox_broker(args);
     let url_after = |marker: &str| {
         banner.iter().find_map(|l| {
             l.split_once(marker).map(|(_, rest)| {
@@ -561,7 +538,7 @@ fn unusable_tls_files_are_one_line_errors() {
     ];
     for (args, names, says) in cases {
         let out = run_with_limit(
-            broker_command(&args).args(["--listen-tls", "127.0.0.1:0"]),
+            signalbox_broker_command(&args).args(["--listen-tls", "127.0.0.1:0"]),
             LIMIT,
         );
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
@@ -585,7 +562,7 @@ fn unusable_tls_files_are_one_line_errors() {
         vec![os("--listen-tls"), os("127.0.0.1:0")],
         vec![os("--tls-client-ca"), p.ca.as_os_str()],
     ] {
-        let out = run_with_limit(&mut broker_command(&args), LIMIT);
+        let out = run_with_limit(&mut signalbox_broker_command(&args), LIMIT);
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains("--tls-"), "{args:?}: {}", out.stderr);
     }
@@ -594,7 +571,7 @@ fn unusable_tls_files_are_one_line_errors() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
     let out = run_with_limit(
-        &mut broker_command(&[
+        &mut signalbox_broker_command(&[
             os("--tls-cert"),
             p.server_cert.as_os_str(),
             os("--tls-key"),

@@ -20,8 +20,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use signalbox_e2e::{
-    bin, free_port, isolate, mosquitto, publish, run_with_limit, signalbox, signalbox_bridge,
-    KillOnDrop, LineReader,
+    free_port, mosquitto, publish, run_with_limit, signalbox, signalbox_bridge,
+    start_signalbox_broker, KillOnDrop,
 };
 
 const LIMIT: Duration = Duration::from_secs(30);
@@ -30,27 +30,7 @@ const FILTER: &str = "signalbox/dev/share/#";
 /// `signalbox broker` on a free port, once it printed its banner.
 fn start_broker() -> (KillOnDrop, String) {
     let port = free_port();
-    let mut cmd = std::process::Command::new(bin("signalbox"));
-    isolate(&mut cmd);
-    let mut child = cmd
-        .args(["broker", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn signalbox broker");
-    let lines = LineReader::new(&mut child);
-    let child = KillOnDrop(child);
-    let mut banner = Vec::new();
-    loop {
-        let line = lines
-            .next_line(LIMIT)
-            .unwrap_or_else(|| panic!("the broker printed no banner: {banner:?}"));
-        let last = line.contains("Ctrl-C stops it");
-        banner.push(line);
-        if last {
-            break;
-        }
-    }
+    let (child, _banner) = start_signalbox_broker(&["--listen", &format!("127.0.0.1:{port}")]);
     (child, format!("mqtt://127.0.0.1:{port}"))
 }
 
@@ -168,11 +148,7 @@ fn member_killed_and_back(url: &str) {
     }
     // m1 is in its handler (which sleeps), m2… are in flight, unacknowledged.
     wait_for(|| seen(&out, "m1") == 1);
-    let status = std::process::Command::new("kill")
-        .args(["-KILL", &member.0.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    member.0.kill().expect("SIGKILL the member");
     let _ = member.0.wait();
 
     // The broker still serves (the embedded one before its patch: "refused
