@@ -355,15 +355,14 @@ async fn process_drain_counted(
             .as_ref()
             .and_then(|s| s.newest_seq().ok())
             .unwrap_or(0);
-        (db, base)
+        (db, base, store)
     });
     let started = Instant::now();
     let mut child = spawn();
     let deadline = tokio::time::Instant::now() + LIMIT;
     let mut elapsed = None;
-    if let Some((db, base)) = reader {
-        // The recorder creates a fresh database: open it once it exists.
-        let mut store = None;
+    if let Some((db, base, mut store)) = reader {
+        // A fresh database is created by the recorder: opened once it exists.
         while elapsed.is_none() && tokio::time::Instant::now() < deadline {
             if store.is_none() {
                 store = signalbox_bridges::history::Store::open_reader(db).ok();
